@@ -6,6 +6,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"net/url"
 
 	"github.com/tokenhub/tokenhub"
 	"github.com/tokenhub/tokenhub/internal/clock"
@@ -61,6 +62,24 @@ func (b *Broker) Refresh(ctx context.Context, ws, name string) (*Current, error)
 
 // Sync reloads one connection after it was put or deleted.
 func (b *Broker) Sync(ctx context.Context, ws, name string) error { return nil }
+
+// Upstream is where the proxy forwards a connection's requests.
+type Upstream struct {
+	BaseURL *url.URL
+	Allow   []tokenhub.AllowRule
+}
+
+// Upstream returns the connection's proxy target; ENOTFOUND when unknown,
+// EINVALID when the connection has no base_url.
+func (b *Broker) Upstream(ws, name string) (*Upstream, error) {
+	return nil, tokenhub.Errorf(tokenhub.ENOTFOUND, "stub")
+}
+
+// Record appends an event to the connection's log (for example an upstream 401
+// seen by the proxy). Message must hold no secret.
+func (b *Broker) Record(ctx context.Context, ws, name string, typ tokenhub.EventType, message string) error {
+	return nil
+}
 
 // SyncWorkspace forgets every connection of a deleted workspace.
 func (b *Broker) SyncWorkspace(ctx context.Context, ws string) error { return nil }
