@@ -10,15 +10,15 @@ import (
 // and the client maps the status back. Anything that is not an *Error is an
 // internal error: users see "internal error" and the log gets the detail.
 const (
-	EINVALID      = "invalid"       // bad input: the message names the field
-	ENOTFOUND     = "not_found"     // no such object, or not visible to the caller
-	ECONFLICT     = "conflict"      // the object changed under the caller, or already exists
-	EUNAUTHORIZED = "unauthorized"  // missing or wrong key
-	EFORBIDDEN    = "forbidden"     // the key is valid but may not do this
-	ENEEDSREAUTH  = "needs_reauth"  // the connection's grant is dead and it cannot log in again
-	EUNAVAILABLE  = "unavailable"   // the provider cannot be reached and no valid token exists
-	ETOOLARGE     = "too_large"     // request body too large
-	EINTERNAL     = "internal"      // a bug or an unexpected failure
+	EINVALID      = "invalid"      // bad input: the message names the field
+	ENOTFOUND     = "not_found"    // no such object, or not visible to the caller
+	ECONFLICT     = "conflict"     // the object changed under the caller, or already exists
+	EUNAUTHORIZED = "unauthorized" // missing or wrong key
+	EFORBIDDEN    = "forbidden"    // the key is valid but may not do this
+	ENEEDSREAUTH  = "needs_reauth" // the connection's grant is dead and it cannot log in again
+	EUNAVAILABLE  = "unavailable"  // the provider cannot be reached and no valid token exists
+	ETOOLARGE     = "too_large"    // request body too large
+	EINTERNAL     = "internal"     // a bug or an unexpected failure
 )
 
 // Error is an error meant for the user of tokenhub. Its Message never holds a
