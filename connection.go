@@ -26,15 +26,19 @@ const (
 // ClientSecret, Password and every Credentials value are secrets: stores keep
 // them encrypted, and LogValue redacts them.
 type ConnectionConfig struct {
-	Provider     string            `json:"provider"`
-	BaseURL      string            `json:"base_url,omitempty"`
-	TokenURL     string            `json:"token_url,omitempty"`
-	Grant        Grant             `json:"grant,omitempty"`
-	AuthStyle    AuthStyle         `json:"auth_style,omitempty"`
-	ClientID     string            `json:"client_id,omitempty"`
-	ClientSecret string            `json:"client_secret,omitempty"`
-	Username     string            `json:"username,omitempty"`
-	Password     string            `json:"password,omitempty"`
+	Provider     string    `json:"provider"`
+	BaseURL      string    `json:"base_url,omitempty"`
+	TokenURL     string    `json:"token_url,omitempty"`
+	Grant        Grant     `json:"grant,omitempty"`
+	AuthStyle    AuthStyle `json:"auth_style,omitempty"`
+	ClientID     string    `json:"client_id,omitempty"`
+	ClientSecret string    `json:"client_secret,omitempty"`
+	Username     string    `json:"username,omitempty"`
+	Password     string    `json:"password,omitempty"`
+	// RefreshToken seeds a grant: refresh_token connection with a refresh token
+	// obtained elsewhere (for example by an authorization-code flow). After the
+	// first refresh the connection keeps its own, rotated, refresh token.
+	RefreshToken string            `json:"refresh_token,omitempty"`
 	Credentials  map[string]string `json:"credentials,omitempty"`
 	Scopes       []string          `json:"scopes,omitempty"`
 	Params       map[string]string `json:"params,omitempty"`
@@ -105,10 +109,14 @@ func (c *ConnectionConfig) Validate(p *Provider) error {
 		if c.Password == "" {
 			return Errorf(EINVALID, "password: required for grant %s", grant)
 		}
+	case GrantRefreshToken:
+		if c.RefreshToken == "" {
+			return Errorf(EINVALID, "refresh_token: required for grant %s", grant)
+		}
 	case GrantLogin:
 		return Errorf(EINVALID, "grant: %q needs a provider with a login: request; %q is OAuth 2.0", grant, p.Name)
 	default:
-		return Errorf(EINVALID, "grant: must be client_credentials, password or login, not %q", c.Grant)
+		return Errorf(EINVALID, "grant: must be client_credentials, password, refresh_token or login, not %q", c.Grant)
 	}
 	for i, r := range c.Allow {
 		if !strings.HasPrefix(r.PathPrefix, "/") {
@@ -141,11 +149,23 @@ func (c *ConnectionConfig) GrantOrDefault(p *Provider) Grant {
 	return GrantClientCredentials
 }
 
+// CanLogin reports whether a connection with config c and provider p can get
+// a new token without a refresh token: by logging in, or with its client or
+// user credentials. A connection that cannot needs re-authorisation once its
+// refresh token is refused.
+func (c *ConnectionConfig) CanLogin(p *Provider) bool {
+	switch c.GrantOrDefault(p) {
+	case GrantLogin, GrantClientCredentials, GrantPassword:
+		return true
+	}
+	return false
+}
+
 // Equal reports whether c and o describe the same connection.
 func (c *ConnectionConfig) Equal(o *ConnectionConfig) bool {
 	return c.Provider == o.Provider && c.BaseURL == o.BaseURL && c.TokenURL == o.TokenURL &&
 		c.Grant == o.Grant && c.AuthStyle == o.AuthStyle && c.ClientID == o.ClientID &&
-		c.ClientSecret == o.ClientSecret && c.Username == o.Username && c.Password == o.Password &&
+		c.ClientSecret == o.ClientSecret && c.Username == o.Username && c.Password == o.Password && c.RefreshToken == o.RefreshToken &&
 		maps.Equal(c.Credentials, o.Credentials) && slices.Equal(c.Scopes, o.Scopes) &&
 		maps.Equal(c.Params, o.Params) && slices.EqualFunc(c.Allow, o.Allow, func(a, b AllowRule) bool {
 		return a.PathPrefix == b.PathPrefix && slices.Equal(a.Methods, b.Methods)
@@ -162,6 +182,9 @@ func (c *ConnectionConfig) SecretFields() []string {
 	}
 	if c.Password != "" {
 		out = append(out, "password")
+	}
+	if c.RefreshToken != "" {
+		out = append(out, "refresh_token")
 	}
 	for k := range c.Credentials {
 		out = append(out, "credentials."+k)
