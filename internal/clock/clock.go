@@ -32,8 +32,8 @@ func (Real) Now() time.Time { return time.Now() }
 func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
 // Fake is a clock that moves only when Advance or Set is called. Timers whose
-// time has come run, in deadline order, on their own goroutines, exactly as
-// with the real clock. The zero Fake starts at the zero time; NewFake is
+// time has come run, in deadline order, inside that call, so tests are
+// deterministic. The zero Fake starts at the zero time; NewFake is
 // usually more convenient.
 type Fake struct {
 	mu     sync.Mutex
@@ -75,20 +75,26 @@ func (f *Fake) Advance(d time.Duration) {
 	f.Set(target)
 }
 
-// Set moves the clock to t (never backwards), firing every timer that falls due.
+// Set moves the clock to t (never backwards). Every timer that falls due
+// runs before Set returns, in deadline order, with the clock reading that
+// timer's deadline while it runs; so a test that calls Advance sees all of the
+// timers' direct effects afterwards. Timer functions must not call Set or
+// Advance.
 func (f *Fake) Set(t time.Time) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	for len(f.timers) > 0 && !f.timers[0].at.After(t) {
 		tm := heap.Pop(&f.timers).(*fakeTimer)
 		if tm.at.After(f.now) {
 			f.now = tm.at
 		}
-		go tm.fn()
+		f.mu.Unlock()
+		tm.fn()
+		f.mu.Lock()
 	}
 	if t.After(f.now) {
 		f.now = t
 	}
+	f.mu.Unlock()
 }
 
 // Pending returns how many timers are waiting.
