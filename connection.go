@@ -81,6 +81,9 @@ func (c *ConnectionConfig) Validate(p *Provider) error {
 	default:
 		return Errorf(EINVALID, "auth_style: must be %q or %q, not %q", AuthStyleBasic, AuthStyleBody, c.AuthStyle)
 	}
+	if err := validateAllow(c.Allow); err != nil {
+		return err
+	}
 	grant := c.GrantOrDefault(p)
 	if p.IsLogin() {
 		if grant != GrantLogin {
@@ -118,9 +121,23 @@ func (c *ConnectionConfig) Validate(p *Provider) error {
 	default:
 		return Errorf(EINVALID, "grant: must be client_credentials, password, refresh_token or login, not %q", c.Grant)
 	}
-	for i, r := range c.Allow {
+	return nil
+}
+
+// validateAllow checks the proxy allowlist: each rule needs a path prefix
+// starting with "/", and methods, when given, must be HTTP method tokens.
+func validateAllow(rules []AllowRule) error {
+	for i, r := range rules {
 		if !strings.HasPrefix(r.PathPrefix, "/") {
-			return Errorf(EINVALID, "allow[%d].path_prefix: must start with /", i)
+			return Errorf(EINVALID, "allow[%d].path_prefix: must start with /, not %q", i, r.PathPrefix)
+		}
+		if strings.ContainsAny(r.PathPrefix, "\\?#\r\n") {
+			return Errorf(EINVALID, "allow[%d].path_prefix: must be a plain path, without query, fragment, backslash or line breaks", i)
+		}
+		for j, m := range r.Methods {
+			if m == "" || m != strings.ToUpper(m) || !validHeaderName(m) {
+				return Errorf(EINVALID, "allow[%d].methods[%d]: %q is not an upper-case HTTP method such as GET", i, j, m)
+			}
 		}
 	}
 	return nil

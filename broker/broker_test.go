@@ -702,3 +702,28 @@ func TestDeleteForgetsConnection(t *testing.T) {
 		t.Fatalf("refresh calls after delete = %d, want 0", got)
 	}
 }
+
+func TestProviderChangeRerendersHeader(t *testing.T) {
+	e := newEnv(t)
+	idp := newBaserow(t, e.clk, time.Minute)
+	p := demo.Provider()
+	e.putProvider(p)
+	e.put("baserow", idp.config())
+	e.waitState("baserow", tokenhub.StateHealthy)
+
+	p.Header = tokenhub.Header{Name: "X-Api-Key", Value: "{{.AccessToken}}"}
+	e.putProvider(p)
+	if err := e.b.Sync(context.Background(), "acme", "baserow"); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := e.b.Token(context.Background(), "acme", "baserow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.HeaderName != "X-Api-Key" || cur.HeaderValue != cur.Token.AccessToken {
+		t.Fatalf("header after the provider changed = %s: %q, want X-Api-Key: <token>", cur.HeaderName, cur.HeaderValue)
+	}
+	if got := idp.Counts().TokenAuth + idp.Counts().TokenRefresh; got != 1 {
+		t.Fatalf("provider calls = %d, want 1: a header change needs no new token", got)
+	}
+}

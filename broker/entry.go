@@ -102,12 +102,22 @@ func (e *entry) serveStoredLocked(ctx context.Context, c *tokenhub.Connection, n
 func (e *entry) sync(ctx context.Context, c *tokenhub.Connection) {
 	e.setUpstream(c)
 	if c.Generation == e.generation {
+		now := e.b.clock.Now()
 		// Same config. Another replica may have refreshed: adopt a newer token.
-		if e.flight == nil && c.Version > e.conn.Version && c.Token.Valid(e.b.clock.Now()) {
+		if e.flight == nil && c.Version > e.conn.Version && c.Token.Valid(now) {
 			e.conn = c
-			now := e.b.clock.Now()
 			if e.serveStoredLocked(ctx, c, now) && !c.Status.NextRefreshAt.IsZero() {
 				e.scheduleLocked(c.Status.NextRefreshAt)
+			}
+			return
+		}
+		// The provider's definition may have changed (its header template,
+		// say): present the current token the new way at once.
+		if cur := e.cur.Load(); cur != nil {
+			if p, err := catalog.Resolve(ctx, e.b.store, c.Config.Provider); err == nil {
+				if next, err := newCurrent(p, cur.Token); err == nil && (next.HeaderName != cur.HeaderName || next.HeaderValue != cur.HeaderValue) {
+					e.publishLocked(next, now)
+				}
 			}
 		}
 		return

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -119,6 +120,13 @@ func Open(path string, keys *seal.Keyring, opts ...Option) (_ *Store, err error)
 			s.Close()
 		}
 	}()
+	// Create the database owner-only. Its secrets are sealed, but its shape
+	// (workspaces, connection names, provider errors) is nobody else's business.
+	if f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
 
 	u := (&url.URL{Path: abs}).EscapedPath()
 	q := "_pragma=busy_timeout(" + strconv.Itoa(int(busyTimeout/time.Millisecond)) + ")&_pragma=foreign_keys(1)"
