@@ -30,6 +30,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -89,21 +90,23 @@ type Upstream struct {
 
 // Broker is the engine. Its methods are safe for concurrent use.
 type Broker struct {
-	store   tokenhub.Store
-	grant   Granter
-	clock   clock.Clock
-	log     *slog.Logger
-	owner   string
-	base    time.Duration
-	max     time.Duration
-	rand    func() float64
-	sem     chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	entries atomic.Pointer[map[key]*entry] // copy-on-write; writers hold mu
-	mu      sync.Mutex
-	closed  bool
+	store  tokenhub.Store
+	grant  Granter
+	clock  clock.Clock
+	log    *slog.Logger
+	owner  string
+	base   time.Duration
+	max    time.Duration
+	rand   func() float64
+	sem    chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	index  atomic.Pointer[index] // what readers look entries up in
+	seed   maphash.Seed
+	mu     sync.Mutex     // guards all and closed
+	all    map[key]*entry // every entry; index is rebuilt from it on change
+	closed bool
 }
 
 type key struct{ ws, name string }
@@ -141,8 +144,9 @@ func New(o Options) *Broker {
 	}
 	b.sem = make(chan struct{}, n)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	m := map[key]*entry{}
-	b.entries.Store(&m)
+	b.seed = maphash.MakeSeed()
+	b.all = map[key]*entry{}
+	b.index.Store(newIndex(b.seed, b.all))
 	return b
 }
 
@@ -157,24 +161,18 @@ func (b *Broker) Open(ctx context.Context) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	m := make(map[key]*entry, len(conns))
-	for k, e := range *b.entries.Load() {
-		m[k] = e
-	}
-	var fresh []*entry
 	for _, c := range conns {
 		k := key{c.Workspace, c.Name}
-		if _, ok := m[k]; ok {
+		if _, ok := b.all[k]; ok {
 			continue
 		}
 		e := &entry{b: b, key: k}
-		m[k] = e
-		fresh = append(fresh, e)
+		b.all[k] = e
 		e.mu.Lock()
 		e.load(ctx, c)
 		e.mu.Unlock()
 	}
-	b.entries.Store(&m)
+	b.index.Store(newIndex(b.seed, b.all))
 	b.log.Info("broker open", "connections", len(conns), "owner", b.owner)
 	return nil
 }
@@ -188,9 +186,12 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
-	m := *b.entries.Load()
+	all := make([]*entry, 0, len(b.all))
+	for _, e := range b.all {
+		all = append(all, e)
+	}
 	b.mu.Unlock()
-	for _, e := range m {
+	for _, e := range all {
 		e.mu.Lock()
 		e.stopTimersLocked()
 		e.deleted = true
@@ -202,7 +203,7 @@ func (b *Broker) Close() error {
 }
 
 func (b *Broker) lookup(ws, name string) *entry {
-	return (*b.entries.Load())[key{ws, name}]
+	return b.index.Load().get(ws, name)
 }
 
 // Token returns a valid token of the connection ws/name.
@@ -286,17 +287,12 @@ func (b *Broker) Sync(ctx context.Context, ws, name string) error {
 		return tokenhub.Errorf(tokenhub.EUNAVAILABLE, "broker is closed")
 	}
 	k := key{ws, name}
-	e := (*b.entries.Load())[k]
+	e := b.all[k]
 	if e == nil {
 		e = &entry{b: b, key: k}
-		old := *b.entries.Load()
-		m := make(map[key]*entry, len(old)+1)
-		for k, v := range old {
-			m[k] = v
-		}
-		m[k] = e
+		b.all[k] = e
 		e.mu.Lock()
-		b.entries.Store(&m)
+		b.index.Store(newIndex(b.seed, b.all))
 		b.mu.Unlock()
 		e.load(ctx, c)
 		e.mu.Unlock()
@@ -317,17 +313,16 @@ func (b *Broker) SyncWorkspace(ctx context.Context, ws string) error {
 
 func (b *Broker) forget(match func(key) bool) {
 	b.mu.Lock()
-	old := *b.entries.Load()
-	m := make(map[key]*entry, len(old))
 	var gone []*entry
-	for k, e := range old {
+	for k, e := range b.all {
 		if match(k) {
 			gone = append(gone, e)
-			continue
+			delete(b.all, k)
 		}
-		m[k] = e
 	}
-	b.entries.Store(&m)
+	if len(gone) > 0 {
+		b.index.Store(newIndex(b.seed, b.all))
+	}
 	b.mu.Unlock()
 	for _, e := range gone {
 		e.mu.Lock()
