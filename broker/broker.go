@@ -228,7 +228,8 @@ func (b *Broker) Token(ctx context.Context, ws, name string) (*Current, error) {
 // Refresh renews the connection's token now, even if it is still valid, and
 // returns the new one. It joins a refresh that is already running instead of
 // starting another. It also retries a connection in needs_reauth or in
-// backoff. Errors are as for Token.
+// backoff, except while the provider's Retry-After lasts: then it returns the
+// current token if one is valid, or EUNAVAILABLE. Errors are as for Token.
 func (b *Broker) Refresh(ctx context.Context, ws, name string) (*Current, error) {
 	e := b.lookup(ws, name)
 	if e == nil {
@@ -338,10 +339,11 @@ func notFound(ws, name string) error {
 }
 
 // nextRefresh returns when a token obtained now should be renewed: at
-// RefreshAt ± Jitter of its lifetime, no later than Margin before expiry (the
-// margin shrinks to a quarter of the lifetime for short-lived tokens), no
+// RefreshAt ± Jitter of its lifetime, no later than Margin before expiry, no
 // sooner than MinRefreshInterval after it was obtained, and not in the past.
-// A token that never expires is never renewed (zero time).
+// A token that lives no longer than Margin is renewed at half its lifetime
+// instead, so that it is not renewed the moment it arrives. A token that
+// never expires is never renewed (zero time).
 func (b *Broker) nextRefresh(t *tokenhub.Token, pol tokenhub.RefreshPolicy, now time.Time) time.Time {
 	if t.ExpiresAt.IsZero() {
 		return time.Time{}
@@ -349,8 +351,11 @@ func (b *Broker) nextRefresh(t *tokenhub.Token, pol tokenhub.RefreshPolicy, now 
 	life := t.Lifetime()
 	frac := pol.RefreshAt + (2*b.rand()-1)*pol.Jitter
 	at := t.ObtainedAt.Add(time.Duration(float64(life) * frac))
-	margin := min(pol.Margin, life/4)
-	if latest := t.ExpiresAt.Add(-margin); at.After(latest) {
+	latest := t.ExpiresAt.Add(-pol.Margin)
+	if life <= pol.Margin {
+		latest = t.ObtainedAt.Add(life / 2)
+	}
+	if at.After(latest) {
 		at = latest
 	}
 	if earliest := t.ObtainedAt.Add(pol.MinRefreshInterval); at.Before(earliest) {

@@ -481,6 +481,10 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	if got := idp.Counts().TokenAuth; got != 1 {
 		t.Fatalf("token-auth calls = %d, want 1: readers must not hammer a provider that asked to wait", got)
 	}
+	// Nor does a forced refresh.
+	if _, err := e.b.Refresh(context.Background(), "acme", "baserow"); tokenhub.ErrorCode(err) != tokenhub.EUNAVAILABLE {
+		t.Fatalf("forced refresh during Retry-After = %v, want unavailable", err)
+	}
 	e.clk.Advance(119 * time.Second)
 	if got := idp.Counts().TokenAuth; got != 1 {
 		t.Fatalf("token-auth calls before Retry-After passed = %d, want 1", got)
@@ -651,23 +655,40 @@ func TestForcedRefreshJoinsRunningFlight(t *testing.T) {
 	e.put("baserow", idp.config())
 	e.waitState("baserow", tokenhub.StateHealthy)
 
+	// A forced refresh joins any flight still finishing; start from none.
+	if _, err := e.b.Refresh(context.Background(), "acme", "baserow"); err != nil {
+		t.Fatal(err)
+	}
+	base := idp.refreshes.Load()
+
 	gate := make(chan struct{})
 	idp.hold.Store(&gate)
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			if _, err := e.b.Refresh(context.Background(), "acme", "baserow"); err != nil {
-				t.Error(err)
-			}
-		})
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.b.Refresh(context.Background(), "acme", "baserow")
+		first <- err
+	}()
+	e.waitFor("refresh request to arrive", func() bool { return idp.refreshes.Load() == base+1 })
+
+	// While that refresh is in flight, more forced refreshes join it. With a
+	// cancelled context each returns at once; one that started a flight of
+	// its own would still send a request, which the count below would see.
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 19 {
+		if _, err := e.b.Refresh(cancelled, "acme", "baserow"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Refresh during a flight = %v, want it to wait for that flight", err)
+		}
 	}
-	e.waitFor("refresh request to arrive", func() bool { return idp.refreshes.Load() == 1 })
 	idp.hold.Store(nil)
 	close(gate)
-	wg.Wait()
-	// Callers that arrived after the first flight ended may start one more.
-	if got := idp.Counts().TokenRefresh; got < 1 || got > 2 {
-		t.Fatalf("refresh calls for 20 forced refreshes = %d, want 1 (or 2 for latecomers)", got)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	e.b.Close() // waits for every flight
+	e.b = nil
+	if got := idp.refreshes.Load() - base; got != 1 {
+		t.Fatalf("refresh requests for 20 overlapping forced refreshes = %d, want 1", got)
 	}
 }
 

@@ -29,10 +29,11 @@ type entry struct {
 	generation int64
 	conn       *tokenhub.Connection // as last read from or written to the store
 	flight     *flight              // the refresh under way, or nil
-	again      bool                 // start another flight when this one ends (the config changed)
+	again      bool                 // start another flight when this one ends (config changed, or a timer fired during it)
 	timer      clock.Timer          // the next scheduled refresh or retry
 	expTimer   clock.Timer          // withdraws cur shortly before it expires
 	retryAt    time.Time            // in backoff until then; readers get EUNAVAILABLE without a new attempt
+	holdUntil  time.Time            // the provider's Retry-After; not even a forced refresh calls it before
 	broken     error                // ENEEDSREAUTH error while the connection needs re-authorisation
 	deleted    bool
 }
@@ -127,7 +128,7 @@ func (e *entry) sync(ctx context.Context, c *tokenhub.Connection) {
 	e.id, e.generation, e.conn = c.ID, c.Generation, c
 	e.stopTimersLocked()
 	e.cur.Store(nil)
-	e.broken, e.retryAt = nil, time.Time{}
+	e.broken, e.retryAt, e.holdUntil = nil, time.Time{}, time.Time{}
 	if e.flight != nil {
 		e.again = true
 		return
@@ -159,6 +160,16 @@ func (e *entry) wait(ctx context.Context, force bool) (*Current, error) {
 	}
 	f := e.flight
 	if f == nil {
+		if now := e.b.clock.Now(); force && now.Before(e.holdUntil) {
+			// The provider asked us to wait; a forced refresh must not
+			// hammer it. Serve the current token if there is one.
+			wait := e.holdUntil.Sub(now)
+			e.mu.Unlock()
+			if c := e.cur.Load(); c != nil {
+				return c, nil
+			}
+			return nil, unavailable(e.conn, wait, tokenhub.Errorf(tokenhub.EUNAVAILABLE, "the provider asked to wait (Retry-After)"))
+		}
 		if !force {
 			if c := e.cur.Load(); c != nil {
 				e.mu.Unlock()
@@ -229,10 +240,16 @@ func (e *entry) scheduleLocked(at time.Time) {
 	e.timer = e.b.clock.AfterFunc(at.Sub(e.b.clock.Now()), func() {
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		if e.deleted || e.flight != nil || e.b.ctx.Err() != nil {
+		if e.deleted || e.b.ctx.Err() != nil {
 			return
 		}
 		e.timer = nil
+		if e.flight != nil {
+			// The flight that armed this timer has not quite finished (only
+			// a fake clock moves that fast). Run right after it.
+			e.again = true
+			return
+		}
 		e.startLocked(false)
 	})
 }

@@ -156,7 +156,7 @@ func (e *entry) commit(ctx context.Context, conn *tokenhub.Connection, p *tokenh
 		return nil, changed(conn)
 	}
 	e.conn = saved
-	e.broken, e.retryAt = nil, time.Time{}
+	e.broken, e.retryAt, e.holdUntil = nil, time.Time{}, time.Time{}
 	e.publishLocked(cur, now)
 	if !st.NextRefreshAt.IsZero() {
 		e.scheduleLocked(st.NextRefreshAt)
@@ -271,6 +271,9 @@ func (e *entry) fail(ctx context.Context, conn *tokenhub.Connection, now time.Ti
 		return e.broken
 	}
 	e.retryAt = st.NextRefreshAt
+	if ra := grant.RetryAfter(cause); ra > 0 {
+		e.holdUntil = now.Add(ra)
+	}
 	e.scheduleLocked(st.NextRefreshAt)
 	return unavailable(saved, retry, errors.New(describe(cause)))
 }

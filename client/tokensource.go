@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,16 @@ const maxMargin = 10 * time.Second
 // while expires_at is wall-clock time; checking every wallCheck bounds how
 // long after such a pause an expired token can still be handed out.
 const wallCheck = 10 * time.Second
+
+// minForceInterval is the least time between two forced refreshes asked by
+// one Transport. An API that answers 401 to every request (a wrong URL, a
+// missing permission) would otherwise make tokenhub renew the token, and
+// call the provider, once per request.
+const minForceInterval = 5 * time.Second
+
+// errRecentlyForced is fetch's answer to a refused token when a forced
+// refresh was asked less than minForceInterval ago: the 401 stands.
+var errRecentlyForced = errors.New("the token was renewed moments ago; not renewing it again")
 
 // TokenSource returns an oauth2.TokenSource for the connection conn that
 // keeps the token in the process and asks tokenhub for a new one only
@@ -51,16 +62,21 @@ const wallCheck = 10 * time.Second
 // than by reading the clock on every call. The timer exists only while a
 // token is cached and does not outlive that token's deadline, so a source
 // that is no longer used holds no resources after it and needs no Close.
-// A token without an expiry is cached for the source's lifetime. The
-// deadline assumes the local clock agrees with tokenhub's to within the
-// margin. A token that is already expired by the local clock when it
+// Go's timers stand still while the machine is suspended (laptop sleep, VM
+// pause), so the timer wakes at least every 10 s to compare the deadline
+// with the wall clock: after a long suspension, a token past its deadline
+// may still be handed out for up to 10 s (Transport's 401 retry covers
+// that). A token without an expiry is cached for the source's lifetime.
+// The deadline assumes the local clock agrees with tokenhub's to within
+// the margin. A token that is already expired by the local clock when it
 // arrives (a clock far ahead of tokenhub's) is returned but not cached.
 //
 // Each call makes a new, empty cache: create one source per connection and
-// reuse it. The oauth2.Token carries the access token and the token type;
-// to present it in the connection's own header (for example
-// "Authorization: JWT <token>" rather than "Bearer"), use Transport, which
-// shares this cache design.
+// reuse it. The oauth2.Token carries the access token, its expiry and, as
+// TokenType, the scheme of the connection's Authorization header (for
+// example "JWT"), so that oauth2.Transport presents it as the provider
+// expects. For a provider that wants another header (an API key header,
+// say), use Transport, which sends the connection's own header.
 func (c *Client) TokenSource(ctx context.Context, conn string) oauth2.TokenSource {
 	return c.newTokenSource(ctx, conn, clock.Real{})
 }
@@ -76,8 +92,9 @@ type tokenSource struct {
 	// and cleared only with mu held, and read without it.
 	cur atomic.Pointer[entry]
 
-	mu sync.Mutex
-	fl *flight // the request to tokenhub under way, or nil
+	mu        sync.Mutex
+	fl        *flight   // the request to tokenhub under way, or nil
+	lastForce time.Time // when the last forced refresh started
 }
 
 // entry is one cached token. All fields but timer are immutable once
@@ -132,6 +149,12 @@ func (ts *tokenSource) entry(ctx context.Context) (*entry, error) {
 // stale's: one that another caller already obtained, or the result of a
 // forced refresh (POST …/refresh).
 //
+// A forced refresh is asked at most once per minForceInterval; a refused
+// token that comes sooner gets errRecentlyForced. When a forced refresh says
+// that the connection needs re-authorisation or is gone, the refused token
+// is dropped from the cache, so that later calls get that error from
+// tokenhub at once instead of sending the token again.
+//
 // Each caller waits under its own ctx. When the caller that made the request
 // gave up (its context ended) while another's context is still live, that
 // other caller tries again rather than inheriting the cancellation.
@@ -144,7 +167,16 @@ func (ts *tokenSource) fetch(ctx context.Context, stale *entry) (*entry, error) 
 		}
 		f, lead := ts.fl, false
 		if f == nil {
-			f, lead = &flight{done: make(chan struct{}), force: stale != nil}, true
+			force := stale != nil
+			if force {
+				now := ts.clk.Now()
+				if !ts.lastForce.IsZero() && now.Sub(ts.lastForce) < minForceInterval {
+					ts.mu.Unlock()
+					return nil, errRecentlyForced
+				}
+				ts.lastForce = now
+			}
+			f, lead = &flight{done: make(chan struct{}), force: force}, true
 			ts.fl = f
 		}
 		ts.mu.Unlock()
@@ -183,8 +215,11 @@ func (ts *tokenSource) run(ctx context.Context, f *flight) {
 		t, f.err = ts.c.Token(ctx, ts.conn)
 	}
 	ts.mu.Lock()
-	if f.err == nil {
+	switch {
+	case f.err == nil:
 		f.e = ts.publishLocked(t)
+	case f.force && (errors.Is(f.err, ErrNeedsReauth) || errors.Is(f.err, ErrNotFound)):
+		ts.dropLocked()
 	}
 	ts.fl = nil
 	ts.mu.Unlock()
@@ -200,14 +235,16 @@ func (ts *tokenSource) publishLocked(t *Token) *entry {
 		name:  t.Header.Name,
 		value: t.Header.Value,
 	}
+	if scheme, tok, ok := strings.Cut(e.value, " "); ok && tok == t.AccessToken && strings.EqualFold(e.name, "Authorization") {
+		// The provider's scheme, so that oauth2.Transport presents the token
+		// as the provider expects ("JWT", not "Bearer").
+		e.tok.TokenType = scheme
+	}
 	if e.name == "" {
 		// Not something tokenhub sends; present the token the OAuth way.
 		e.name, e.value = "Authorization", e.tok.Type()+" "+t.AccessToken
 	}
-	if old := ts.cur.Load(); old != nil && old.timer != nil {
-		old.timer.Stop()
-		old.timer = nil
-	}
+	ts.dropLocked()
 	if t.ExpiresAt.IsZero() {
 		ts.cur.Store(e)
 		return e
@@ -216,7 +253,6 @@ func (ts *tokenSource) publishLocked(t *Token) *entry {
 	// suspended machine's lost time counts.
 	left := t.ExpiresAt.Sub(ts.clk.Now())
 	if left <= 0 {
-		ts.cur.Store(nil)
 		return e
 	}
 	margin := min(maxMargin, left/10)
@@ -224,6 +260,17 @@ func (ts *tokenSource) publishLocked(t *Token) *entry {
 	e.timer = ts.clk.AfterFunc(min(left-margin, wallCheck), func() { ts.expire(e) })
 	ts.cur.Store(e)
 	return e
+}
+
+// dropLocked empties the cache and stops its timer. ts.mu is held.
+func (ts *tokenSource) dropLocked() {
+	if old := ts.cur.Load(); old != nil {
+		if old.timer != nil {
+			old.timer.Stop()
+			old.timer = nil
+		}
+		ts.cur.Store(nil)
+	}
 }
 
 // expire runs when e's timer fires: it withdraws e once the wall clock has

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,10 +11,10 @@ import (
 	"github.com/tokenhub/tokenhub/internal/clock"
 )
 
-// MaxReplayBody is the largest request body of unknown length that Transport
+// MaxReplayBody is the largest request body without GetBody that Transport
 // keeps in memory so that it can send the request again after a 401. A body
-// with GetBody set, or none, is always replayable; a larger or longer body
-// is streamed once, and its 401 reaches the caller.
+// with GetBody set, or none, is always replayable; a longer body is
+// streamed once, and its 401 reaches the caller.
 const MaxReplayBody = 1 << 20
 
 // Transport returns an http.RoundTripper that sends each request through
@@ -34,9 +35,20 @@ const MaxReplayBody = 1 << 20
 // (as http.NewRequest sets for bytes, strings and buffers), or a body of
 // unknown length of at most MaxReplayBody bytes, which the Transport
 // buffers for this purpose. Otherwise, and when the second attempt gets a
-// 401 as well, the upstream's 401 is returned as it is.
+// 401 as well, the upstream's 401 is returned as it is. So that an API
+// that refuses every request does not make tokenhub renew the token (and
+// call the provider) once per request, the Transport forces at most one
+// refresh every 5 seconds; a 401 that comes sooner after one is returned as
+// it is. When the forced refresh finds that the connection needs
+// re-authorisation, later requests fail with ErrNeedsReauth without being
+// sent, until the connection is repaired.
 //
-// The caller's request is never modified: each attempt sends a clone.
+// The header goes on every request the RoundTripper sends, whatever its
+// host: send through it only requests meant for the connection's API (an
+// http.Client follows redirects through its Transport; HTTPClient refuses
+// those that leave the origin). The caller's request is never modified:
+// each attempt sends a clone.
+//
 // Failures to get a token (including a failed forced refresh) are returned
 // as the error of RoundTrip with the request body closed: an *Error such as
 // ErrNeedsReauth, which errors.Is and errors.As find through the *url.Error
@@ -49,12 +61,28 @@ func (c *Client) Transport(conn string, base http.RoundTripper) http.RoundTrippe
 }
 
 // HTTPClient returns an *http.Client whose requests carry the connection's
-// header: Transport(conn, http.DefaultTransport), with the default
-// client's settings otherwise. It has no overall timeout; set Timeout, or
-// give each request a context with a deadline. Like Transport, create it
+// header: its Transport is Transport(conn, http.DefaultTransport).
+//
+// Since the Transport adds the header to every request it sends, the client
+// follows a redirect only to the same scheme, host and port as the request
+// it came from; a redirect elsewhere is returned as the response, so that
+// the token never reaches another server. It follows at most 10 redirects,
+// as http.Client does by default. It has no overall timeout: set Timeout,
+// or give each request a context with a deadline. Like Transport, create it
 // once per connection and reuse it.
 func (c *Client) HTTPClient(conn string) *http.Client {
-	return &http.Client{Transport: c.Transport(conn, http.DefaultTransport)}
+	return &http.Client{Transport: c.Transport(conn, http.DefaultTransport), CheckRedirect: sameOrigin}
+}
+
+// sameOrigin is HTTPClient's redirect policy.
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if prev := via[len(via)-1].URL; req.URL.Scheme != prev.Scheme || req.URL.Host != prev.Host {
+		return http.ErrUseLastResponse
+	}
+	return nil
 }
 
 func (c *Client) newTransport(conn string, base http.RoundTripper, clk clock.Clock) *transport {
@@ -89,6 +117,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	// The upstream refused the token: renew it and try once more.
 	next, err := t.ts.fetch(ctx, e)
+	if errors.Is(err, errRecentlyForced) {
+		return resp, nil
+	}
 	if err != nil {
 		drain(resp)
 		return nil, fmt.Errorf("renew the token of %q after the upstream answered 401: %w", t.ts.conn, err)
