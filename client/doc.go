@@ -8,6 +8,13 @@
 // *Error that carries the server's error code, so callers branch with
 // errors.Is(err, client.ErrNeedsReauth) or errors.As(err, &*client.Error).
 //
+// Go services that call an API with a connection's token should not fetch it
+// per request. TokenSource returns an oauth2.TokenSource that keeps the token
+// in the process until shortly before it expires (a read is one atomic load);
+// Transport and HTTPClient add the connection's header to every request and,
+// when the API answers 401, force one refresh and retry once if the body can
+// be replayed.
+//
 // The view types (ConnectionView, Workspace, App, Event, Token, ...) are the
 // API's JSON shapes, defined once here and used by package server as well.
 // None of them carries a secret except Token (the access token an app asked

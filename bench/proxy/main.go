@@ -19,7 +19,7 @@
 //
 // Usage (loopback only; every loop is bounded by -d and -max):
 //
-//	go run ./bench/proxy -c 64 -d 3s -rounds 5
+//	go run ./bench/proxy -c 64 -d 1500ms -rounds 10
 package main
 
 import (
@@ -68,7 +68,7 @@ func main() {
 	target := flag.String("upstream", "", "internal: upstream base URL for a proxy role")
 	conns := flag.Int("c", 64, "concurrent keep-alive connections")
 	dur := flag.Duration("d", 3*time.Second, "measured duration per target per round")
-	warm := flag.Duration("warmup", time.Second, "unmeasured warm-up per target per round")
+	warm := flag.Duration("warmup", time.Second, "unmeasured warm-up per target before the first round")
 	rounds := flag.Int("rounds", 5, "rounds; each round runs every target once")
 	maxReq := flag.Int("max", 2_000_000, "upper bound on requests per target per round")
 	profDir := flag.String("cpuprofile", "", "write each child's CPU profile to DIR/ROLE.pprof")
@@ -376,11 +376,13 @@ func run(conns int, dur, warm time.Duration, rounds, maxReq int, profDir string)
 		}
 	}
 
-	fmt.Printf("%d concurrent keep-alive connections, %d rounds of %s per target (after %s warm-up), %d-byte responses, GOMAXPROCS default, loopback\n",
+	fmt.Printf("%d concurrent keep-alive connections, %d rounds of %s per target (after %s warm-up each), %d-byte responses, GOMAXPROCS default, loopback\n",
 		conns, rounds, dur, warm, bodyLength)
 	for r := 0; r < rounds; r++ {
 		for _, t := range targets {
-			load(client, t, conns, warm, maxReq, false)
+			if r == 0 { // connections stay pooled from one round to the next
+				load(client, t, conns, warm, maxReq, false)
+			}
 			c0, err := t.proc.cpu()
 			if err != nil {
 				return err

@@ -281,6 +281,40 @@ func (f *flags) Duration(p *time.Duration, name, envVar string, def time.Duratio
 	f.fs.DurationVar(p, name, def, usage)
 }
 
+// Strings defines a repeatable string flag: each use appends its value to
+// *p, in the order given, as curl's -H does.
+func (f *flags) Strings(p *[]string, name, usage string) {
+	f.n++
+	f.fs.Var((*stringList)(p), name, usage)
+}
+
+// stringList is the flag.Value of a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ", ")
+}
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// Given reports whether flag name was set on the command line, so that a
+// command can tell an explicit empty value from an absent flag.
+func (f *flags) Given(name string) bool {
+	given := false
+	f.fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == name {
+			given = true
+		}
+	})
+	return given
+}
+
 // Int defines an integer flag.
 func (f *flags) Int(p *int, name string, def int, usage string) {
 	f.n++
@@ -325,13 +359,7 @@ func (f *flags) Parse(args []string) ([]string, error) {
 // "--addr", or "--addr (from TOKENHUB_ADDR)" when the flag was not given
 // and the variable was set.
 func (f *flags) source(name string) string {
-	given := false
-	f.fs.Visit(func(fl *flag.Flag) {
-		if fl.Name == name {
-			given = true
-		}
-	})
-	if v := f.vars[name]; v != "" && !given {
+	if v := f.vars[name]; v != "" && !f.Given(name) {
 		if _, ok := f.lookup(v); ok {
 			return dashes(name) + " (from " + v + ")"
 		}

@@ -80,14 +80,25 @@ func (c *clientFlags) admin(e *Env) (*client.Client, error) {
 
 // app returns a client that uses the app key in TOKENHUB_APP_KEY.
 func (c *clientFlags) app(e *Env) (*client.Client, error) {
-	if err := c.Validate(); err != nil {
+	k, err := c.appKey(e)
+	if err != nil {
 		return nil, err
+	}
+	return c.client(k), nil
+}
+
+// appKey validates the flags and returns the app key in TOKENHUB_APP_KEY,
+// for a command (curl) that sends its own requests with it. The key must
+// never reach an error message or the command's output.
+func (c *clientFlags) appKey(e *Env) (string, error) {
+	if err := c.Validate(); err != nil {
+		return "", err
 	}
 	k := e.Getenv("TOKENHUB_APP_KEY")
 	if k == "" {
-		return nil, errors.New("no app key: set TOKENHUB_APP_KEY to the key that 'tokenhub app create' printed")
+		return "", errors.New("no app key: set TOKENHUB_APP_KEY to the key that 'tokenhub app create' printed")
 	}
-	return c.client(k), nil
+	return k, nil
 }
 
 // errText is how the CLI shows an error: the server's message and code for

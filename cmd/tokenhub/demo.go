@@ -205,6 +205,7 @@ Try it in another terminal:
 
   # Or let tokenhub add the token, so the caller never holds it (the proxy):
   curl -s -H "Authorization: Bearer $TOKENHUB_APP_KEY" '%s/v1/proxy/%s%s'
+  %s curl %s '%s' --table results
 
   # Every connection's state, expiry and next refresh; the connection's log:
   %s status
@@ -220,6 +221,7 @@ without anyone asking. Ctrl-C stops the demo.
 		exe, DemoConnection, rows,
 		exe, DemoConnection, rows,
 		d.Main.URL(), DemoConnection, strings.TrimPrefix(rows, d.ProviderURL),
+		exe, DemoConnection, strings.TrimPrefix(rows, d.ProviderURL),
 		exe, exe, DemoConnection)
 }
 

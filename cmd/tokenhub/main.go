@@ -28,6 +28,7 @@ func commands() []*Command {
 		statusCommand(),
 		tokenCommand(),
 		refreshCommand(),
+		curlCommand(),
 		eventsCommand(),
 		workspaceCommand(),
 		appCommand(),
