@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -251,7 +249,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Store:  store,
 		Grant:  &grant.Client{},
 		Logger: log.With("component", "broker"),
-		Owner:  leaseOwner(),
+		// The SQLite store is locked to this one process, so a lease
+		// left in it can only be ours from before a crash or kill: with a
+		// stable owner the restarted process takes it over at once (and
+		// logs that the refresh was interrupted) instead of waiting for it
+		// to lapse.
+		Owner: "sqlite:" + path,
 	})
 	if err := m.Broker.Open(ctx); err != nil {
 		return fmt.Errorf("starting the engine: %w", err)
@@ -445,15 +448,6 @@ func absPath(p string) string {
 		return a
 	}
 	return p
-}
-
-// leaseOwner names this process in refresh leases: host, pid and a random
-// suffix, so that a restarted process is a different owner.
-func leaseOwner() string {
-	host, _ := os.Hostname()
-	var b [4]byte
-	rand.Read(b[:])
-	return fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
 // newProxy returns the proxy for the server's /v1/proxy route.
