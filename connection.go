@@ -72,7 +72,7 @@ func (c *ConnectionConfig) Validate(p *Provider) error {
 		if p.IsLogin() {
 			return Errorf(EINVALID, "token_url: provider %q is a login API; it takes no token_url", p.Name)
 		}
-		if err := checkTemplate("token_url", c.TokenURL); err != nil {
+		if err := checkURLTemplate("token_url", c.TokenURL); err != nil {
 			return err
 		}
 	}
@@ -145,8 +145,12 @@ func validateAllow(rules []AllowRule) error {
 
 func checkBaseURL(s string) error {
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return Errorf(EINVALID, "base_url: %q is not an absolute http or https URL", s)
+	if err != nil {
+		// The parser's message quotes the URL, user info and all.
+		return Errorf(EINVALID, "base_url: not a valid URL")
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return Errorf(EINVALID, "base_url: %q is not an absolute http or https URL", u.Redacted())
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return Errorf(EINVALID, "base_url: must have no user info, query or fragment")
@@ -325,6 +329,10 @@ const (
 	EventInterrupted   EventType = "interrupted"    // a refresh was cut off (crash or lapsed lease) and was taken over
 	EventRelogin       EventType = "relogin"        // a refresh was refused and the connection logged in again
 	EventUnauthorized  EventType = "upstream_401"   // an upstream API refused the token
+	// EventRefreshExpiring warns that the refresh token expires before the
+	// next refresh and that the connection cannot log in again, so it will
+	// need re-authorisation then unless someone acts first.
+	EventRefreshExpiring EventType = "refresh_expiring"
 )
 
 // Event is one entry of a connection's log. Message never holds a secret.

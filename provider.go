@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -141,6 +144,25 @@ type TemplateData struct {
 	AccessToken  string
 }
 
+// LogValue implements slog.LogValuer: TemplateData holds the connection's
+// secrets, so only the base URL and the names of the credentials are logged.
+func (d TemplateData) LogValue() slog.Value {
+	names := make([]string, 0, len(d.Credentials))
+	for k := range d.Credentials {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return slog.GroupValue(slog.String("base_url", d.BaseURL), slog.Any("credentials", names))
+}
+
+// String returns a redacted description, so that %v and %+v are safe.
+func (d TemplateData) String() string {
+	return "TemplateData(base_url=" + d.BaseURL + " secrets=REDACTED)"
+}
+
+// GoString is String, so that %#v is safe.
+func (d TemplateData) GoString() string { return d.String() }
+
 // IsLogin reports whether p is a login API rather than standard OAuth 2.0.
 func (p *Provider) IsLogin() bool { return p.Login != nil }
 
@@ -217,7 +239,7 @@ func (p *Provider) Validate() error {
 		return Errorf(EINVALID, "auth_style: must be %q or %q, not %q", AuthStyleBasic, AuthStyleBody, p.AuthStyle)
 	}
 	if p.TokenURL != "" {
-		if err := checkTemplate("token_url", p.TokenURL); err != nil {
+		if err := checkURLTemplate("token_url", p.TokenURL); err != nil {
 			return err
 		}
 	}
@@ -268,7 +290,7 @@ func (r *Request) validate(field string) error {
 	if r.URL == "" {
 		return Errorf(EINVALID, "%s.url: required", field)
 	}
-	if err := checkTemplate(field+".url", r.URL); err != nil {
+	if err := checkURLTemplate(field+".url", r.URL); err != nil {
 		return err
 	}
 	switch strings.ToUpper(r.Method) {
@@ -319,14 +341,36 @@ func checkJSONTemplates(field string, v any) error {
 // that both syntax errors and references to unknown fields are caught when a
 // provider is defined, not when a token is due.
 func checkTemplate(field, s string) error {
-	t, err := template.New(field).Option("missingkey=zero").Parse(s)
+	_, err := execEmpty(field, s)
+	return err
+}
+
+// checkURLTemplate is checkTemplate for a URL, which must not carry user
+// info: a password written there would be shown wherever the URL is (GET of
+// a provider or a connection, apply's diffs), and sent as a credential
+// behind the connection's back. Credentials belong in the secret fields.
+func checkURLTemplate(field, s string) error {
+	out, err := execEmpty(field, s)
 	if err != nil {
-		return Errorf(EINVALID, "%s: bad template: %s", field, templateErrText(err))
+		return err
 	}
-	if err := t.Execute(&bytes.Buffer{}, TemplateData{Credentials: map[string]string{}}); err != nil {
-		return Errorf(EINVALID, "%s: bad template: %s", field, templateErrText(err))
+	if u, err := url.Parse(out); err == nil && u.User != nil {
+		return Errorf(EINVALID, "%s: must have no user info (user:password@); put credentials in client_id and client_secret, or in credentials", field)
 	}
 	return nil
+}
+
+// execEmpty executes s over empty data and returns what it wrote.
+func execEmpty(field, s string) (string, error) {
+	t, err := template.New(field).Option("missingkey=zero").Parse(s)
+	if err != nil {
+		return "", Errorf(EINVALID, "%s: bad template: %s", field, templateErrText(err))
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, TemplateData{Credentials: map[string]string{}}); err != nil {
+		return "", Errorf(EINVALID, "%s: bad template: %s", field, templateErrText(err))
+	}
+	return b.String(), nil
 }
 
 func templateErrText(err error) string {

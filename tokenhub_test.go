@@ -44,6 +44,12 @@ func TestProviderValidate(t *testing.T) {
 		{"refresh_at too big", func(p *tokenhub.Provider) { p.RefreshAt = 1 }, "refresh_at"},
 		{"jitter too big", func(p *tokenhub.Provider) { p.RefreshJitter = 0.5 }, "refresh_jitter"},
 		{"negative ttl", func(p *tokenhub.Provider) { p.DefaultTTL = -1 }, "default_ttl"},
+		{"token url with user info", func(p *tokenhub.Provider) {
+			p.Login, p.Refresh, p.TokenURL = nil, nil, "https://id:secret@auth/token"
+		}, "token_url"},
+		{"login url with templated user info", func(p *tokenhub.Provider) { p.Login.URL = "https://{{.Username}}:{{.Password}}@x/login" }, "login.url"},
+		{"refresh url with user info", func(p *tokenhub.Provider) { p.Refresh.URL = "https://u:p@x/refresh" }, "refresh.url"},
+		{"@ in a path is no user info", func(p *tokenhub.Provider) { p.Login.URL = "{{.BaseURL}}/users/a@b/login" }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,6 +96,7 @@ func TestConnectionConfigValidate(t *testing.T) {
 		{"misspelt grant", oauth, tokenhub.ConnectionConfig{Provider: "oauth2", TokenURL: "https://a/t", Grant: "pasword"}, "grant"},
 		{"bad auth style", oauth, tokenhub.ConnectionConfig{Provider: "oauth2", TokenURL: "https://a/t", ClientID: "id", AuthStyle: "x"}, "auth_style"},
 		{"allow prefix on login", login, tokenhub.ConnectionConfig{Provider: "baserow-login", BaseURL: "https://x", Allow: []tokenhub.AllowRule{{PathPrefix: "api"}}}, "allow[0].path_prefix"},
+		{"token url with user info", oauth, tokenhub.ConnectionConfig{Provider: "oauth2", TokenURL: "https://id:secret@a/t", ClientID: "id"}, "token_url"},
 		{"allow bad method", oauth, tokenhub.ConnectionConfig{Provider: "oauth2", TokenURL: "https://a/t", ClientID: "id", Allow: []tokenhub.AllowRule{{PathPrefix: "/api", Methods: []string{"get"}}}}, "allow[0].methods[0]"},
 	}
 	for _, tt := range tests {
@@ -108,6 +115,18 @@ func TestConnectionConfigValidate(t *testing.T) {
 	}
 }
 
+// An error about a URL never quotes the password in its user info.
+func TestURLErrorsHoldNoPassword(t *testing.T) {
+	login := loginProvider()
+	for _, u := range []string{"ftp://user:PASSWORD-1@x", "http://user:PASSWORD-1@x:port", "https://user:PASSWORD-1@x"} {
+		err := (&tokenhub.ConnectionConfig{Provider: "baserow-login", BaseURL: u}).Validate(login)
+		if tokenhub.ErrorCode(err) != tokenhub.EINVALID || !strings.HasPrefix(tokenhub.ErrorMessage(err), "base_url:") ||
+			strings.Contains(err.Error(), "PASSWORD-1") {
+			t.Errorf("base_url %s: %v, want invalid naming base_url without the password", u, err)
+		}
+	}
+}
+
 func TestSecretsAreRedacted(t *testing.T) {
 	cfg := tokenhub.ConnectionConfig{Provider: "oauth2", ClientID: "id", ClientSecret: "client-secret-1",
 		Password: "password-2", RefreshToken: "refresh-3", Credentials: map[string]string{"email": "credential-4"}}
@@ -117,7 +136,10 @@ func TestSecretsAreRedacted(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	log.Info("x", "cfg", cfg, "token", tok, "conn", conn, "tokval", *tok)
-	out := logs.String() + fmt.Sprintf("%v %+v %#v %v %+v %#v %s", cfg, cfg, cfg, tok, tok, *tok, tok)
+	data := cfg.TemplateData()
+	data.AccessToken, data.RefreshToken = tok.AccessToken, tok.RefreshToken
+	log.Info("x", "data", data)
+	out := logs.String() + fmt.Sprintf("%v %+v %#v %v %+v %#v %s %v %+v %#v", cfg, cfg, cfg, tok, tok, *tok, tok, data, data, &data)
 	for _, secret := range []string{"client-secret-1", "password-2", "refresh-3", "credential-4", "access-5", "refresh-6"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("secret %q leaked into %s", secret, out)
@@ -190,5 +212,21 @@ func TestConfigEqual(t *testing.T) {
 	c.Allow = []tokenhub.AllowRule{{PathPrefix: "/x"}}
 	if a.Equal(&c) {
 		t.Fatal("a changed allowlist went unnoticed")
+	}
+}
+
+// TestPolicyDefaults: a provider that sets no knob refreshes at 75% ± 5%, no
+// later than 10s before expiry, and gives each upstream attempt 30s.
+func TestPolicyDefaults(t *testing.T) {
+	got := (&tokenhub.Provider{}).Policy()
+	want := tokenhub.RefreshPolicy{RefreshAt: 0.75, Jitter: 0.05, Margin: 10 * time.Second, Timeout: 30 * time.Second}
+	if got != want {
+		t.Errorf("Policy() = %+v, want %+v", got, want)
+	}
+	p := &tokenhub.Provider{RefreshAt: 0.5, RefreshJitter: -1, RefreshMargin: tokenhub.Duration(time.Minute),
+		MinRefreshInterval: tokenhub.Duration(time.Hour), Timeout: tokenhub.Duration(5 * time.Second), DefaultTTL: tokenhub.Duration(10 * time.Minute)}
+	want = tokenhub.RefreshPolicy{RefreshAt: 0.5, Jitter: 0, Margin: time.Minute, MinRefreshInterval: time.Hour, Timeout: 5 * time.Second, DefaultTTL: 10 * time.Minute}
+	if got := p.Policy(); got != want {
+		t.Errorf("Policy() with every knob set = %+v, want %+v", got, want)
 	}
 }

@@ -82,6 +82,26 @@ type Current struct {
 	HeaderValue string
 }
 
+// String returns a redacted description (HeaderValue holds the token), so
+// that %v and %+v are safe.
+func (c *Current) String() string {
+	if c == nil || c.Token == nil {
+		return "Current(nil)"
+	}
+	return "Current(" + c.Token.String() + " header=" + c.HeaderName + ": REDACTED)"
+}
+
+// GoString is String, so that %#v is safe.
+func (c *Current) GoString() string { return c.String() }
+
+// LogValue implements slog.LogValuer without the token.
+func (c *Current) LogValue() slog.Value {
+	if c == nil || c.Token == nil {
+		return slog.StringValue("<nil>")
+	}
+	return slog.GroupValue(slog.Any("token", *c.Token), slog.String("header", c.HeaderName))
+}
+
 // Upstream is where the proxy forwards a connection's requests.
 type Upstream struct {
 	BaseURL *url.URL
@@ -107,6 +127,9 @@ type Broker struct {
 	mu     sync.Mutex     // guards all and closed
 	all    map[key]*entry // every entry; index is rebuilt from it on change
 	closed bool
+	// closing is set once Shutdown or Close has begun: refreshes still
+	// running then may finish, and their outcome reaches their waiters.
+	closing atomic.Bool
 }
 
 type key struct{ ws, name string }
@@ -177,28 +200,55 @@ func (b *Broker) Open(ctx context.Context) error {
 	return nil
 }
 
-// Close stops every timer, cancels running refreshes and waits for them.
-// Reads after Close fail.
+// Close stops every timer, cancels running refreshes and waits for them. It
+// is Shutdown without the grace: see there.
 func (b *Broker) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return b.Shutdown(ctx)
+}
+
+// Shutdown stops the broker gracefully. No refresh starts any more; the
+// refreshes already running may finish until ctx is done, and those still
+// running then are cancelled. It returns once all have ended.
+//
+// Meanwhile a valid token already held keeps being served, and callers
+// waiting on a running refresh get its outcome. A caller that would need a
+// new refresh gets EUNAVAILABLE, as does every waiter of a cancelled one. A
+// refresh that got the provider's answer stores it even when cancelled, so a
+// rotated refresh token is not lost. Calls after the first return at once.
+func (b *Broker) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil
 	}
 	b.closed = true
+	b.closing.Store(true)
 	all := make([]*entry, 0, len(b.all))
 	for _, e := range b.all {
 		all = append(all, e)
 	}
 	b.mu.Unlock()
+	// Once every entry is marked, no flight starts: each start checks the
+	// mark under the entry's lock, so b.wg only goes down from here.
 	for _, e := range all {
 		e.mu.Lock()
 		e.stopTimersLocked()
 		e.deleted = true
 		e.mu.Unlock()
 	}
+	done := make(chan struct{})
+	go func() {
+		b.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 	b.cancel()
-	b.wg.Wait()
+	<-done
 	return nil
 }
 
@@ -336,6 +386,15 @@ func (b *Broker) forget(match func(key) bool) {
 
 func notFound(ws, name string) error {
 	return tokenhub.Errorf(tokenhub.ENOTFOUND, "connection %q not found", ws+"/"+name)
+}
+
+// gone is the error for a caller of an entry that was deleted: not found,
+// or, when the broker is shutting down, unavailable.
+func (b *Broker) gone(k key) error {
+	if b.closing.Load() {
+		return &tokenhub.Error{Code: tokenhub.EUNAVAILABLE, Message: "tokenhub is shutting down", RetryAfter: time.Second}
+	}
+	return notFound(k.ws, k.name)
 }
 
 // nextRefresh returns when a token obtained now should be renewed: at

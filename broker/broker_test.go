@@ -35,12 +35,29 @@ type env struct {
 	b     *broker.Broker
 	logs  *syncBuffer
 	owner string
+	// rand is the broker's source of jitter; a constant 0.5 (no jitter)
+	// when nil.
+	rand func() float64
+	// grant performs the upstream requests; the broker's default when nil.
+	grant broker.Granter
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvRand is newEnv with rnd as the broker's source of jitter.
+func newEnvRand(t *testing.T, rnd func() float64) *env {
+	return newEnvWith(t, func(e *env) { e.rand = rnd })
+}
+
+// newEnvWith is newEnv with setup run on the env before the store and the
+// broker open, to set its rand or grant.
+func newEnvWith(t *testing.T, setup func(*env)) *env {
 	t.Helper()
 	e := &env{t: t, clk: clock.NewFake(epoch), path: filepath.Join(t.TempDir(), "tokenhub.db"),
 		key: bytes.Repeat([]byte{7}, 32), logs: &syncBuffer{}, owner: "test-owner"}
+	if setup != nil {
+		setup(e)
+	}
 	e.open()
 	t.Cleanup(e.close)
 	if _, err := e.st.CreateWorkspace(context.Background(), "acme"); err != nil {
@@ -59,10 +76,14 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	rnd := e.rand
+	if rnd == nil {
+		rnd = func() float64 { return 0.5 } // no jitter: refresh exactly at 75%
+	}
 	e.b = broker.New(broker.Options{
-		Store: e.st, Clock: e.clk, Owner: e.owner,
+		Store: e.st, Clock: e.clk, Owner: e.owner, Grant: e.grant,
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Rand:   func() float64 { return 0.5 }, // no jitter: refresh exactly at 75%
+		Rand:   rnd,
 	})
 	if err := e.b.Open(context.Background()); err != nil {
 		e.t.Fatal(err)

@@ -101,6 +101,9 @@ func (e *entry) serveStoredLocked(ctx context.Context, c *tokenhub.Connection, n
 // sync brings an existing entry up to date with the stored connection c.
 // e.mu is held.
 func (e *entry) sync(ctx context.Context, c *tokenhub.Connection) {
+	if e.deleted {
+		return // forgotten or shutting down since Sync looked it up
+	}
 	e.setUpstream(c)
 	if c.Generation == e.generation {
 		now := e.b.clock.Now()
@@ -154,11 +157,11 @@ func (e *entry) setUpstream(c *tokenhub.Connection) {
 // or backing-off connection fails at once.
 func (e *entry) wait(ctx context.Context, force bool) (*Current, error) {
 	e.mu.Lock()
-	if e.deleted {
-		e.mu.Unlock()
-		return nil, notFound(e.key.ws, e.key.name)
-	}
 	f := e.flight
+	if f == nil && e.deleted {
+		e.mu.Unlock()
+		return nil, e.b.gone(e.key)
+	}
 	if f == nil {
 		if now := e.b.clock.Now(); force && now.Before(e.holdUntil) {
 			// The provider asked us to wait; a forced refresh must not

@@ -165,3 +165,83 @@ func TestClientCredentialsScopesAndParams(t *testing.T) {
 		t.Fatalf("header value %q, want Bearer …", cur.HeaderValue)
 	}
 }
+
+// TestWarnsBeforeRefreshTokenDies: when the refresh token expires before the
+// next refresh and the connection has no credentials to log in again, the
+// connection says so ahead of time, in an event and in the log; a connection
+// that can log in again has no reason to.
+func TestWarnsBeforeRefreshTokenDies(t *testing.T) {
+	e := newEnv(t)
+	srv := providertest.New(t, providertest.Options{Now: e.clk.Now, TTL: time.Hour,
+		IssueRefreshToken: true, Rotate: true, RefreshTTL: 30 * time.Minute})
+	cfg := tokenhub.ConnectionConfig{Provider: "oauth2", TokenURL: srv.TokenURL, Grant: tokenhub.GrantRefreshToken,
+		ClientID: providertest.ClientID, ClientSecret: providertest.ClientSecret, RefreshToken: seedRefreshToken(t, srv)}
+	e.put("seeded", cfg)
+	srv2 := providertest.New(t, providertest.Options{Now: e.clk.Now, TTL: time.Hour,
+		IssueRefreshToken: true, Rotate: true, RefreshTTL: 30 * time.Minute})
+	e.put("password", oauthConfig(srv2, tokenhub.GrantPassword))
+
+	c := e.waitState("seeded", tokenhub.StateHealthy)
+	if want := epoch.Add(30 * time.Minute); !c.Token.RefreshExpiresAt.Equal(want) {
+		t.Fatalf("refresh token expires %v, want %v", c.Token.RefreshExpiresAt, want)
+	}
+	if !c.Token.RefreshExpiresAt.Before(c.Status.NextRefreshAt) {
+		t.Fatalf("the test needs the refresh token (%v) to die before the next refresh (%v)", c.Token.RefreshExpiresAt, c.Status.NextRefreshAt)
+	}
+	if !hasEvent(e.events("seeded"), tokenhub.EventRefreshExpiring) {
+		t.Fatalf("events %v lack %s", e.events("seeded"), tokenhub.EventRefreshExpiring)
+	}
+	if !strings.Contains(e.logs.String(), "the refresh token expires before the next refresh") {
+		t.Fatalf("no warning in the log:\n%s", e.logs.String())
+	}
+	e.waitState("password", tokenhub.StateHealthy)
+	if hasEvent(e.events("password"), tokenhub.EventRefreshExpiring) {
+		t.Fatalf("a connection that can log in again warns of its refresh token: %v", e.events("password"))
+	}
+
+	// The warning was right: at the next refresh the connection cannot renew.
+	// The one that can log in does so, without sending its dead refresh token.
+	e.clk.Set(c.Status.NextRefreshAt)
+	e.waitState("seeded", tokenhub.StateNeedsReauth)
+	e.waitFor("a new login", func() bool { return srv2.Counts().Password == 2 })
+	e.waitState("password", tokenhub.StateHealthy)
+	if n := srv2.Counts().RefreshToken; n != 0 {
+		t.Fatalf("%d refresh requests with an expired refresh token, want 0", n)
+	}
+}
+
+// TestTimeoutDegradesAndServesOldToken: a refresh-ahead that times out
+// leaves the connection degraded, still serving its valid token, and is
+// retried after a backoff.
+func TestTimeoutDegradesAndServesOldToken(t *testing.T) {
+	e := newEnv(t)
+	srv := providertest.New(t, providertest.Options{Now: e.clk.Now, TTL: time.Hour})
+	e.putProvider(&tokenhub.Provider{Name: "slow-oauth", TokenURL: srv.TokenURL, Timeout: tokenhub.Duration(100 * time.Millisecond)})
+	cfg := oauthConfig(srv, tokenhub.GrantClientCredentials)
+	cfg.Provider, cfg.TokenURL = "slow-oauth", ""
+	e.put("api", cfg)
+	c := e.waitState("api", tokenhub.StateHealthy)
+	old := c.Token.AccessToken
+
+	srv.Hang(1)
+	e.clk.Set(c.Status.NextRefreshAt)
+	c = e.waitState("api", tokenhub.StateDegraded)
+	if c.Status.Failures != 1 || c.Status.LastError == nil || !strings.Contains(c.Status.LastError.Message, "no answer within 100ms") {
+		t.Fatalf("status = %+v, want one timeout", c.Status)
+	}
+	cur, err := e.b.Token(context.Background(), "acme", "api")
+	if err != nil {
+		t.Fatalf("Token while degraded: %v", err)
+	}
+	if cur.Token.AccessToken != old {
+		t.Fatal("Token while degraded did not serve the old, still valid token")
+	}
+	if wait := c.Status.NextRefreshAt.Sub(e.clk.Now()); wait <= 0 || wait > time.Second {
+		t.Fatalf("retry in %v, want a first backoff within (0, 1s]", wait)
+	}
+	e.clk.Set(c.Status.NextRefreshAt)
+	c = e.waitState("api", tokenhub.StateHealthy)
+	if c.Token.AccessToken == old || !hasEvent(e.events("api"), tokenhub.EventRecovered) {
+		t.Fatalf("after the retry: renewed %v, events %v; want a new token and recovered", c.Token.AccessToken != old, e.events("api"))
+	}
+}

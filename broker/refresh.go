@@ -122,7 +122,11 @@ func (e *entry) run(ctx context.Context, force bool) (*Current, error) {
 		NextRefreshAt: b.nextRefresh(tok, pol, b.clock.Now()),
 	}
 	if !tok.RefreshExpiresAt.IsZero() && !st.NextRefreshAt.IsZero() && tok.RefreshExpiresAt.Before(st.NextRefreshAt) && !conn.Config.CanLogin(p) {
+		// Say so now, in the log and in the connection's events, while
+		// there is still time to give it new credentials.
 		log.Warn("the refresh token expires before the next refresh; the connection will need re-authorisation", "refresh_expires_at", tok.RefreshExpiresAt)
+		event(tokenhub.EventRefreshExpiring, "the refresh token expires %s, before the next refresh at %s; this connection cannot log in again, so it will then need re-authorisation",
+			fmtTime(tok.RefreshExpiresAt), fmtTime(st.NextRefreshAt))
 	}
 	cur, err := e.commit(ctx, conn, p, tok, st, events)
 	if err != nil {
@@ -136,6 +140,11 @@ func (e *entry) run(ctx context.Context, force bool) (*Current, error) {
 
 // commit stores tok and st, releasing the lease, and only then publishes the
 // token to readers. If the store refuses the write, nothing is published.
+//
+// The write does not stop when ctx is cancelled (by Close, at shutdown): the
+// provider has already issued tok and may have retired the refresh token it
+// replaces, so losing tok now would leave the store with a dead refresh
+// token. It is bounded by commitTimeout instead.
 func (e *entry) commit(ctx context.Context, conn *tokenhub.Connection, p *tokenhub.Provider, tok *tokenhub.Token, st tokenhub.Status, events []tokenhub.Event) (*Current, error) {
 	b := e.b
 	cur, err := newCurrent(p, tok)
@@ -143,14 +152,16 @@ func (e *entry) commit(ctx context.Context, conn *tokenhub.Connection, p *tokenh
 		return nil, e.fail(ctx, conn, b.clock.Now(), p, events, fmt.Errorf("render header: %w", err), true)
 	}
 	upd := tokenhub.ConnectionUpdate{IfVersion: conn.Version, Token: tok, Status: &st, ReleaseLease: b.owner, Events: events}
-	saved, err := b.store.UpdateConnection(ctx, conn.ID, upd)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	saved, err := b.store.UpdateConnection(wctx, conn.ID, upd)
+	cancel()
 	if err != nil {
 		return nil, e.notCommitted(conn, err)
 	}
 	now := b.clock.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.deleted {
+	if e.deleted && !b.closing.Load() {
 		return nil, notFound(e.key.ws, e.key.name)
 	} else if saved.Generation != e.generation {
 		return nil, changed(conn)
@@ -158,11 +169,15 @@ func (e *entry) commit(ctx context.Context, conn *tokenhub.Connection, p *tokenh
 	e.conn = saved
 	e.broken, e.retryAt, e.holdUntil = nil, time.Time{}, time.Time{}
 	e.publishLocked(cur, now)
-	if !st.NextRefreshAt.IsZero() {
+	if !st.NextRefreshAt.IsZero() && !e.deleted {
 		e.scheduleLocked(st.NextRefreshAt)
 	}
 	return cur, nil
 }
+
+// commitTimeout bounds the write of a new token pair, which a shutdown does
+// not cancel.
+const commitTimeout = 30 * time.Second
 
 // adopt publishes a token that another refresher stored.
 func (e *entry) adopt(ctx context.Context, c *tokenhub.Connection, p *tokenhub.Provider) (*Current, error) {
@@ -256,7 +271,7 @@ func (e *entry) fail(ctx context.Context, conn *tokenhub.Connection, now time.Ti
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.deleted {
+	if e.deleted && !b.closing.Load() {
 		return notFound(e.key.ws, e.key.name)
 	} else if saved.Generation != e.generation {
 		return changed(conn)
@@ -274,7 +289,9 @@ func (e *entry) fail(ctx context.Context, conn *tokenhub.Connection, now time.Ti
 	if ra := grant.RetryAfter(cause); ra > 0 {
 		e.holdUntil = now.Add(ra)
 	}
-	e.scheduleLocked(st.NextRefreshAt)
+	if !e.deleted {
+		e.scheduleLocked(st.NextRefreshAt)
+	}
 	return unavailable(saved, retry, errors.New(describe(cause)))
 }
 

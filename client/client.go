@@ -133,13 +133,20 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 }
 
 // errorFrom turns a non-2xx answer into an *Error. It reads tokenhub's JSON
-// error body when there is one, and otherwise derives the code from the
-// status with CodeForStatus. It never copies a foreign body into the error,
-// since a body it does not know may hold anything.
+// error body when there is one, and otherwise takes the code from the
+// ErrorHeader, or derives it from the status with CodeForStatus. It never
+// copies a foreign body into the error, since a body it does not know may
+// hold anything.
 func (c *Client) errorFrom(resp *http.Response) *Error {
+	return errorFrom(resp, c.now())
+}
+
+// errorFrom is Client.errorFrom with the time that an HTTP-date Retry-After
+// is measured from.
+func errorFrom(resp *http.Response, now time.Time) *Error {
 	e := &Error{
 		Status:     resp.StatusCode,
-		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now()),
+		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), now),
 	}
 	var body ErrorBody
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
@@ -147,7 +154,10 @@ func (c *Client) errorFrom(resp *http.Response) *Error {
 		e.Code, e.Message, e.State = body.Error.Code, body.Error.Message, body.Error.State
 		return e
 	}
-	e.Code = CodeForStatus(resp.StatusCode)
+	e.Code = resp.Header.Get(ErrorHeader)
+	if e.Code == "" {
+		e.Code = CodeForStatus(resp.StatusCode)
+	}
 	e.Message = fmt.Sprintf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	return e
 }

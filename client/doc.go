@@ -13,7 +13,9 @@
 // in the process until shortly before it expires (a read is one atomic load);
 // Transport and HTTPClient add the connection's header to every request and,
 // when the API answers 401, force one refresh and retry once if the body can
-// be replayed.
+// be replayed. An app that should not hold the token at all calls the API
+// through tokenhub's proxy with Proxy, and tells tokenhub's own errors from
+// the API's answers with ErrorFrom.
 //
 // The view types (ConnectionView, Workspace, App, Event, Token, ...) are the
 // API's JSON shapes, defined once here and used by package server as well.

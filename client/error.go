@@ -118,6 +118,32 @@ func (e *Error) Unwrap() error {
 	return &tokenhub.Error{Code: e.Code, Message: e.Message, RetryAfter: e.RetryAfter}
 }
 
+// ErrorHeader is the response header that marks an answer as one of
+// tokenhub's own errors; its value is the error's code. The server and the
+// proxy set it on every JSON error they write, and the proxy removes it from
+// the upstream's answers. It is how a caller of the proxy route (Proxy) tells
+// tokenhub's errors (an unknown connection, one that needs
+// re-authorisation, an upstream that cannot be reached) from the API's own
+// error answers, which pass through unchanged and may well look alike.
+const ErrorHeader = "X-Tokenhub-Error"
+
+// ErrorFrom reports whether resp is one of tokenhub's own error answers, as
+// marked by ErrorHeader, and if so returns it as an *Error with the server's
+// status, code, message, state and Retry-After. Use it on the answers of
+// Proxy, where an error status may as well be the upstream API's.
+//
+// An answer without the header is not tokenhub's: ErrorFrom returns nil and
+// false without reading its body. An answer with it has its body read (up to
+// 64 KiB) but not closed; the caller still closes it. When that body holds
+// no JSON error, the *Error carries the header's code. ErrorFrom is safe for
+// concurrent use on different responses.
+func ErrorFrom(resp *http.Response) (*Error, bool) {
+	if resp == nil || resp.Header.Get(ErrorHeader) == "" {
+		return nil, false
+	}
+	return errorFrom(resp, time.Now()), true
+}
+
 // ErrorBody is the JSON shape of every error answer of the API:
 // {"error":{"code","message"}}, with "state" added when the error concerns a
 // connection's state (needs_reauth). Package server writes it.

@@ -17,16 +17,17 @@ import (
 	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/demo"
 	"github.com/tokenhub/tokenhub/internal/seal"
+	"github.com/tokenhub/tokenhub/proxy"
 	"github.com/tokenhub/tokenhub/server"
 	"github.com/tokenhub/tokenhub/sqlite"
 )
 
 // tokenhubForExamples starts a complete tokenhub in this process (SQLite
-// store in a temporary directory, the broker, the API on a loopback port)
-// next to a demo Baserow provider, and sets up what the examples assume: a
-// workspace "acme" with a connection "baserow" to the demo, and an app key
-// for it. It returns the server's URL, the admin key, the app key and a
-// function that stops everything.
+// store in a temporary directory, the broker, the API with its proxy on a
+// loopback port) next to a demo Baserow provider, and sets up what the
+// examples assume: a workspace "acme" with a connection "baserow" to the
+// demo, and an app key for it. It returns the server's URL, the admin key,
+// the app key and a function that stops everything.
 func tokenhubForExamples() (url, adminKey, appKey string, stop func()) {
 	var stops []func()
 	stop = func() {
@@ -56,7 +57,8 @@ func tokenhubForExamples() (url, adminKey, appKey string, stop func()) {
 	stops = append(stops, func() { b.Close() })
 	adminKey, err = server.NewKey()
 	must(err)
-	srv := server.New(server.Options{Store: st, Broker: b, AdminKeyHash: server.HashKey(adminKey)})
+	srv := server.New(server.Options{Store: st, Broker: b, AdminKeyHash: server.HashKey(adminKey),
+		Proxy: proxy.New(proxy.Options{Tokens: b})})
 	ts := httptest.NewServer(srv.Handler())
 	stops = append(stops, ts.Close)
 	provider := httptest.NewServer(demo.New(demo.Options{}))

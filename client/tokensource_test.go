@@ -21,13 +21,14 @@ import (
 	"github.com/tokenhub/tokenhub/demo"
 	"github.com/tokenhub/tokenhub/internal/clock"
 	"github.com/tokenhub/tokenhub/internal/seal"
+	"github.com/tokenhub/tokenhub/proxy"
 	"github.com/tokenhub/tokenhub/server"
 	"github.com/tokenhub/tokenhub/sqlite"
 )
 
 // sdkStack is a whole tokenhub running in the test (a SQLite store in a
-// temporary directory, the broker, the API on a loopback port) with a demo
-// Baserow provider, set up as an app sees it: workspace "acme", connection
+// temporary directory, the broker, the API with its proxy on a loopback
+// port) with a demo Baserow provider, set up as an app sees it: workspace "acme", connection
 // "baserow" to the demo, and an app whose Client counts its calls.
 //
 // The server side (store, broker, API, demo) runs on the fake clock Server;
@@ -76,7 +77,8 @@ func newSDKStack(t testing.TB, accessTTL time.Duration) *sdkStack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Options{Store: st, Broker: b, AdminKeyHash: server.HashKey(s.AdminKey), Now: s.Server.Now})
+	srv := server.New(server.Options{Store: st, Broker: b, AdminKeyHash: server.HashKey(s.AdminKey), Now: s.Server.Now,
+		Proxy: proxy.New(proxy.Options{Tokens: b})})
 	api := httptest.NewServer(srv.Handler())
 	t.Cleanup(api.Close)
 	s.URL = api.URL

@@ -168,7 +168,15 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 // list or an object of field errors, Django REST framework's
 // {"detail"}, {"non_field_errors":[...]} and {"field":["..."]}, and
 // {"error":{"code","message","status"}} and {"message"}.
-func parseErrorBody(body []byte, contentType string) (code, description string) {
+//
+// success says the answer was a 2xx that did not map to a token. Such an
+// answer may hold new tokens, so only its explicit error fields are read,
+// never bare field lists ({"tokens":["..."]} is not an error).
+//
+// The texts are returned raw: redact removes the secrets from them and only
+// then cleans them, so that cutting or folding a text cannot break up a
+// secret before it is looked for.
+func parseErrorBody(body []byte, contentType string, success bool) (code, description string) {
 	mt, _, _ := mime.ParseMediaType(contentType)
 	trimmed := bytes.TrimSpace(body)
 	if mt == "application/x-www-form-urlencoded" || (mt == "text/plain" && !bytes.HasPrefix(trimmed, []byte("{"))) {
@@ -176,7 +184,7 @@ func parseErrorBody(body []byte, contentType string) (code, description string) 
 		if err != nil {
 			return "", ""
 		}
-		return cleanCode(v.Get("error")), cleanText(v.Get("error_description"))
+		return v.Get("error"), v.Get("error_description")
 	}
 	var doc map[string]any
 	if json.Unmarshal(trimmed, &doc) != nil {
@@ -202,11 +210,11 @@ func parseErrorBody(body []byte, contentType string) (code, description string) 
 		}
 		description = messages(doc[k])
 	}
-	if code == "" && description == "" {
+	if code == "" && description == "" && !success {
 		// {"email":["This field is required."]}: field errors only.
 		description = fieldErrors(doc)
 	}
-	return cleanCode(code), cleanText(description)
+	return code, description
 }
 
 // messages flattens a string, a list of messages, or an object of field
@@ -310,13 +318,26 @@ func cleanCode(s string) string {
 const minSecretLen = 4
 
 // redact replaces every secret found in e's code and description with
-// REDACTED, and hides Err behind a redacted text when its text holds one.
-// It returns e.
+// REDACTED, and hides Err behind a redacted text when its text holds one;
+// then it cleans the code and the description (cleanCode, cleanText). Every
+// *Error a Client returns has been through it; it may run twice.
+//
+// Each secret is looked for as it is and form-encoded (as a provider that
+// echoes its request body would show it), longest first, so that a secret
+// that holds a shorter one is replaced whole. It returns e.
 func (e *Error) redact(secrets []string) *Error {
+	var forms []string
 	for _, s := range secrets {
 		if len(s) < minSecretLen {
 			continue
 		}
+		forms = append(forms, s)
+		if q := url.QueryEscape(s); q != s {
+			forms = append(forms, q)
+		}
+	}
+	slices.SortFunc(forms, func(a, b string) int { return len(b) - len(a) })
+	for _, s := range forms {
 		e.Code = strings.ReplaceAll(e.Code, s, "REDACTED")
 		e.Description = strings.ReplaceAll(e.Description, s, "REDACTED")
 		if e.Err != nil {
@@ -325,6 +346,7 @@ func (e *Error) redact(secrets []string) *Error {
 			}
 		}
 	}
+	e.Code, e.Description = cleanCode(e.Code), cleanText(e.Description)
 	return e
 }
 

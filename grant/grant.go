@@ -15,6 +15,7 @@ package grant
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -330,7 +331,10 @@ func renderJSON(field string, v any, data tokenhub.TemplateData) (any, error) {
 	}
 }
 
-var errNotHTTPURL = errors.New("the rendered URL is not an absolute http or https URL")
+var (
+	errNotHTTPURL = errors.New("the rendered URL is not an absolute http or https URL")
+	errUserInfo   = errors.New("the rendered URL holds user info (user:password@); put credentials in the connection's secret fields")
+)
 
 // renderURL renders tmpl and checks that the result is an absolute http(s)
 // URL. Its errors never quote the URL, which may hold a secret in its query.
@@ -342,6 +346,11 @@ func renderURL(field, tmpl string, data tokenhub.TemplateData) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("%s: %w", field, errNotHTTPURL)
+	}
+	if u.User != nil {
+		// net/http would send it as an Authorization: Basic header. Providers
+		// and connections defined since that was refused cannot get here.
+		return "", fmt.Errorf("%s: %w", field, errUserInfo)
 	}
 	return s, nil
 }
@@ -381,12 +390,12 @@ func (c *Client) send(ctx context.Context, op string, p *tokenhub.Provider, req 
 		// A 200 may still carry an OAuth error, as some servers answer so
 		// (x/oauth2 treats it as a failure too).
 		e.Err = err
-		e.Code, e.Description = parseErrorBody(body, ct)
-		e.Permanent = e.Code != "" && permanentCodes[e.Code]
+		e.Code, e.Description = parseErrorBody(body, ct, true)
+		e.Permanent = permanentCodes[cleanCode(e.Code)]
 		return nil, e.redact(sec)
 	}
-	e.Code, e.Description = parseErrorBody(body, ct)
-	e.Permanent = permanentStatus(resp.StatusCode, e.Code)
+	e.Code, e.Description = parseErrorBody(body, ct, false)
+	e.Permanent = permanentStatus(resp.StatusCode, cleanCode(e.Code))
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		e.Err = errors.New("the endpoint redirects; configure the final URL")
 	}
@@ -423,7 +432,12 @@ func permanent(op string, err error) *Error {
 // secretsOf lists the secrets that must never appear in an error.
 func secretsOf(conn *tokenhub.Connection, refreshToken string) []string {
 	cfg := &conn.Config
-	s := []string{cfg.ClientSecret, cfg.Password, refreshToken}
+	s := []string{cfg.ClientSecret, cfg.Password, refreshToken, cfg.RefreshToken}
+	if cfg.ClientSecret != "" {
+		// The Authorization: Basic credential, as a provider that echoes
+		// its request headers would show it.
+		s = append(s, base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(cfg.ClientID)+":"+url.QueryEscape(cfg.ClientSecret))))
+	}
 	for _, v := range cfg.Credentials {
 		s = append(s, v)
 	}

@@ -2,6 +2,7 @@ package grant
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,15 +60,46 @@ func Render(tmpl string, data tokenhub.TemplateData) (string, error) {
 	return b.String(), nil
 }
 
-// renderError shortens text/template's message to its last clause, such as
-// `map has no entry for key "email"`.
+// renderError describes a failed template without quoting the data it ran
+// over. text/template's execution errors may quote a value ("range can't
+// iterate over <value>", "non-function <value> of type string"), and the
+// data are secrets: the access token, passwords, credential fields. So only
+// what comes from the template's own text is kept: a parse error, the action
+// that failed ("cannot execute <.Password | call>"), the name of a missing
+// credential (`map has no entry for key "email"`) or of an unknown field.
 func renderError(err error) error {
-	s := err.Error()
-	if i := strings.LastIndex(s, ": "); i >= 0 && strings.HasPrefix(s, "template: ") {
-		s = s[i+2:]
+	var ee template.ExecError
+	if !errors.As(err, &ee) {
+		// A parse error quotes only the template.
+		s := err.Error()
+		if i := strings.LastIndex(s, ": "); i >= 0 && strings.HasPrefix(s, "template: ") {
+			s = s[i+2:]
+		}
+		return errors.New("render template: " + s)
 	}
-	return errors.New("render template: " + s)
+	// The text is `template: t:1:8: executing "t" at <ACTION>: MESSAGE`,
+	// where ACTION is template text (cut to about 20 characters) and MESSAGE
+	// may hold data. A cut at the first ">: " yields ACTION or a prefix of
+	// it, never data.
+	loc := execPrefixRE.FindString(ee.Error())
+	action, msg, ok := strings.Cut(strings.TrimPrefix(ee.Error(), loc), ">: ")
+	if loc == "" || !ok {
+		return errors.New("render template: cannot execute the template")
+	}
+	if safeExecRE.MatchString(msg) {
+		return errors.New("render template: " + msg)
+	}
+	return errors.New("render template: cannot execute <" + action + "> (the details are withheld: they may quote a secret)")
 }
+
+// execPrefixRE matches the start of an execution error of a template parsed
+// by parse (named "t"), up to its action.
+var execPrefixRE = regexp.MustCompile(`^template: t:\d+:\d+: executing "t" at <`)
+
+// safeExecRE matches the execution errors that name only what the template
+// wrote and the data's types: a missing map key (missingkey=error) and an
+// unknown field.
+var safeExecRE = regexp.MustCompile(`^(map has no entry for key "[A-Za-z0-9_]*"|can't evaluate field [A-Za-z0-9_]+ in type [A-Za-z0-9_.*\[\]]+)$`)
 
 // RenderHeader returns the header through which an app presents
 // accessToken to p's API: p's header, or Authorization: Bearer <token>.

@@ -25,7 +25,9 @@ func writeError(w http.ResponseWriter, err error) {
 // writeErrorStatus answers err as {"error":{"code","message"}} (client.ErrorBody,
 // as the server writes it) with status. The message is
 // tokenhub.ErrorMessage's, so an error that is not a *tokenhub.Error shows
-// as "internal error". A 503 always carries Retry-After.
+// as "internal error". A 503 always carries Retry-After. The answer is
+// marked with the code in client.ErrorHeader, so that the app can tell it
+// from the upstream's own answers, from which the proxy removes that header.
 func writeErrorStatus(w http.ResponseWriter, status int, err error) {
 	var body client.ErrorBody
 	body.Error.Code = tokenhub.ErrorCode(err)
@@ -37,6 +39,7 @@ func writeErrorStatus(w http.ResponseWriter, status int, err error) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set(client.ErrorHeader, body.Error.Code)
 	if status == http.StatusServiceUnavailable {
 		after := defaultRetryAfter
 		if te := (*tokenhub.Error)(nil); errors.As(err, &te) && te.RetryAfter > 0 {

@@ -16,7 +16,9 @@
 // removed before the credential is added; the app's Authorization header
 // (its app key) is removed too, and X-Forwarded-For and X-Forwarded-Proto
 // are set afresh. Status, headers and body of the upstream's answer pass
-// through unchanged, streamed in both directions.
+// through unchanged, streamed in both directions, but for one header:
+// client.ErrorHeader marks tokenhub's own error answers, so the proxy removes
+// it from the upstream's, which could otherwise pass for tokenhub's.
 package proxy
 
 import (
@@ -35,6 +37,7 @@ import (
 
 	"github.com/tokenhub/tokenhub"
 	"github.com/tokenhub/tokenhub/broker"
+	"github.com/tokenhub/tokenhub/client"
 )
 
 // Tokens is what the proxy needs from the engine; *broker.Broker satisfies
@@ -291,7 +294,18 @@ func (x *exchange) getBody() (io.ReadCloser, error) {
 // RoundTrip sends out and, when the upstream refuses the token with a 401
 // and the body can be sent again, gets a fresh token (forcing one refresh
 // unless another request already replaced the token) and sends it once more.
+// The answer it returns never carries client.ErrorHeader, which is
+// tokenhub's to set.
 func (x *exchange) RoundTrip(out *http.Request) (*http.Response, error) {
+	res, err := x.send(out)
+	if res != nil {
+		delete(res.Header, client.ErrorHeader)
+	}
+	return res, err
+}
+
+// send is RoundTrip but for the removal of client.ErrorHeader.
+func (x *exchange) send(out *http.Request) (*http.Response, error) {
 	res, err := x.h.transport.RoundTrip(out)
 	if err != nil || res.StatusCode != http.StatusUnauthorized {
 		return res, err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub"
+	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/proxy"
 )
 
@@ -121,6 +122,10 @@ func wantError(t *testing.T, res *http.Response, body []byte, status int, code s
 	if e.Error.Code != code || e.Error.Message == "" {
 		t.Errorf("error = %+v, want code %q and a message", e.Error, code)
 	}
+	// Marked as tokenhub's own, with its code.
+	if got := res.Header.Values(client.ErrorHeader); len(got) != 1 || got[0] != code {
+		t.Errorf("%s = %q, want exactly %q", client.ErrorHeader, got, code)
+	}
 	for _, s := range append(secrets, keyWS1, keyWS2, "tok-") {
 		if bytes.Contains(body, []byte(s)) {
 			t.Errorf("error body holds secret %q: %s", s, body)
@@ -132,6 +137,8 @@ func wantError(t *testing.T, res *http.Response, body []byte, status int, code s
 func TestForwardsRequestAndResponse(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
 		w.Header().Set("X-Upstream", "yes")
+		// An upstream cannot pass its answers off as tokenhub's errors.
+		w.Header().Set(client.ErrorHeader, "not_found")
 		w.Header().Add("Set-Cookie", "a=1")
 		w.Header().Add("Set-Cookie", "b=2")
 		w.Header().Set("Content-Type", "application/vnd.test+json")
@@ -160,6 +167,9 @@ func TestForwardsRequestAndResponse(t *testing.T) {
 	}
 	if got := res.Header.Get("X-Upstream"); got != "yes" {
 		t.Errorf("response X-Upstream = %q, want yes", got)
+	}
+	if got := res.Header.Values(client.ErrorHeader); got != nil {
+		t.Errorf("response %s = %q, want it removed from the upstream's answer", client.ErrorHeader, got)
 	}
 	if got := res.Header.Values("Set-Cookie"); len(got) != 2 {
 		t.Errorf("response Set-Cookie = %q, want both", got)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tokenhub/tokenhub"
+	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/proxy"
 )
 
@@ -70,14 +71,16 @@ func TestRetryOn401(t *testing.T) {
 func TestRetry401AgainPassesThrough(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
 		w.Header().Set("WWW-Authenticate", "Bearer")
+		w.Header().Set(client.ErrorHeader, "unauthorized") // not the upstream's to set
 		w.WriteHeader(http.StatusUnauthorized)
 		io.WriteString(w, "denied")
 	})
 	e := newEnv(t, proxy.Options{})
 	e.tokens.add(t, "ws1", "c", up.URL, tokenhub.Header{})
 	res, body := e.do(t, keyWS1, "GET", "/v1/proxy/c/x", nil)
-	if res.StatusCode != http.StatusUnauthorized || string(body) != "denied" || res.Header.Get("WWW-Authenticate") != "Bearer" {
-		t.Errorf("got %d %q %v, want the upstream's 401", res.StatusCode, body, res.Header)
+	if res.StatusCode != http.StatusUnauthorized || string(body) != "denied" || res.Header.Get("WWW-Authenticate") != "Bearer" ||
+		res.Header.Get(client.ErrorHeader) != "" {
+		t.Errorf("got %d %q %v, want the upstream's 401 without %s", res.StatusCode, body, res.Header, client.ErrorHeader)
 	}
 	if n := e.tokens.refreshCalls.Load(); n != 1 {
 		t.Errorf("%d refreshes, want 1", n)

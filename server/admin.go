@@ -64,6 +64,7 @@ func (s *Server) handleNoRoute(w http.ResponseWriter, r *http.Request) {
 func (s *Server) writeJSONError(w http.ResponseWriter, status int, code, msg string) {
 	var body client.ErrorBody
 	body.Error.Code, body.Error.Message = code, msg
+	markError(w, code)
 	s.writeJSON(w, status, &body)
 }
 
@@ -154,6 +155,19 @@ func (s *Server) handleAppCreate(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.findWorkspace(r.Context(), ws); err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	// A name that matches no connection is a mistake (a typo leaves the
+	// app unable to read what it needs), and would silently grant a
+	// connection created later under that name.
+	for i, c := range in.Connections {
+		_, err := s.store.FindConnection(r.Context(), ws, c)
+		if tokenhub.ErrorCode(err) == tokenhub.ENOTFOUND {
+			err = tokenhub.Errorf(tokenhub.EINVALID, "connections[%d]: workspace %q has no connection named %q", i, ws, c)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	key, err := NewKey()
 	if err != nil {

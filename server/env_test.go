@@ -219,12 +219,16 @@ func sameAnswer(t *testing.T, what string, a, b rawResponse) {
 	}
 }
 
-// errorOf decodes a JSON error answer.
+// errorOf decodes a JSON error answer, and checks that it is marked as
+// tokenhub's with its code in the X-Tokenhub-Error header.
 func errorOf(t *testing.T, r rawResponse) client.ErrorBody {
 	t.Helper()
 	var eb client.ErrorBody
 	if err := json.Unmarshal(r.body, &eb); err != nil || eb.Error.Code == "" {
 		t.Fatalf("answer %d %q is not a JSON error: %v", r.status, r.body, err)
+	}
+	if got := r.header.Values(client.ErrorHeader); len(got) != 1 || got[0] != eb.Error.Code {
+		t.Fatalf("answer %d %s: %s = %q, want exactly its code %q", r.status, r.body, client.ErrorHeader, got, eb.Error.Code)
 	}
 	return eb
 }

@@ -32,7 +32,9 @@ var (
 )
 
 // writeError answers err as {"error":{"code","message"}} with the status of
-// its code. A needs_reauth error carries the connection's state as well, an
+// its code, marked with the code in the client.ErrorHeader header so that
+// tokenhub's own errors are told from an upstream's on the proxy route. A
+// needs_reauth error carries the connection's state as well, an
 // unavailable one a Retry-After header. Anything that is not a
 // *tokenhub.Error is logged with its detail and answered as "internal
 // error", so no detail (and no secret) of an unexpected failure reaches the
@@ -52,6 +54,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var body client.ErrorBody
 	body.Error.Code, body.Error.Message = code, msg
+	markError(w, code)
 	if code == tokenhub.ENEEDSREAUTH {
 		body.Error.State = tokenhub.StateNeedsReauth
 	}
@@ -71,6 +74,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	s.writeJSON(w, client.StatusCode(code), &body)
 }
 
+// markError sets client.ErrorHeader to code on an error answer about to be
+// written. Every JSON error the server writes carries it.
+func markError(w http.ResponseWriter, code string) {
+	w.Header()[client.ErrorHeader] = []string{code}
+}
+
 // writeJSON answers v as JSON with the given status.
 func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
@@ -79,6 +88,7 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 		s.log.Error("encode answer", "err", err)
 		b = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
 		status = http.StatusInternalServerError
+		markError(w, tokenhub.EINTERNAL)
 	}
 	h := w.Header()
 	h["Content-Type"] = hdrJSON

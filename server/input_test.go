@@ -67,6 +67,7 @@ func TestBadInput(t *testing.T) {
 		{"app: connections not a list", "POST", "/v1/workspaces/acme/apps", `{"name":"a","connections":"ok"}`, "connections"},
 		{"app: connection not a string", "POST", "/v1/workspaces/acme/apps", `{"name":"a","connections":[1]}`, "connections[0]"},
 		{"app: unknown field", "POST", "/v1/workspaces/acme/apps", `{"name":"a","key":"mine"}`, "key"},
+		{"app: unknown connection", "POST", "/v1/workspaces/acme/apps", `{"name":"a","connections":["baserow","nope"]}`, "connections[1]"},
 
 		{"connection: unknown field", "PUT", conn + "new", oauth(func(m map[string]any) { m["secret"] = "x" }), "secret"},
 		{"connection: unknown nested field", "PUT", conn + "new", oauth(func(m map[string]any) {
@@ -80,6 +81,9 @@ func TestBadInput(t *testing.T) {
 		{"connection: bad token_url template", "PUT", conn + "new", oauth(func(m map[string]any) { m["token_url"] = "{{.Nope}}" }), "token_url"},
 		{"connection: bad base_url", "PUT", conn + "new", oauth(func(m map[string]any) { m["base_url"] = "ftp://x" }), "base_url"},
 		{"connection: base_url with user info", "PUT", conn + "new", oauth(func(m map[string]any) { m["base_url"] = "https://u:p@x" }), "base_url"},
+		{"connection: token_url with user info", "PUT", conn + "new", oauth(func(m map[string]any) {
+			m["token_url"] = "https://id:secret@auth.example.com/token"
+		}), "token_url"},
 		{"connection: no client_id", "PUT", conn + "new", oauth(func(m map[string]any) { delete(m, "client_id") }), "client_id"},
 		{"connection: bad grant", "PUT", conn + "new", oauth(func(m map[string]any) { m["grant"] = "implicit" }), "grant"},
 		{"connection: password grant without password", "PUT", conn + "new", oauth(func(m map[string]any) {
@@ -101,6 +105,9 @@ func TestBadInput(t *testing.T) {
 		{"provider: bad name", "PUT", "/v1/providers/Bad!", `{}`, "name"},
 		{"provider: bad template", "PUT", "/v1/providers/my-login", login(func(m map[string]any) {
 			m["login"].(map[string]any)["url"] = "{{.BaseURL"
+		}), "login.url"},
+		{"provider: login url with user info", "PUT", "/v1/providers/my-login", login(func(m map[string]any) {
+			m["login"].(map[string]any)["url"] = "https://{{.Username}}:{{.Password}}@x/login"
 		}), "login.url"},
 		{"provider: bad json template", "PUT", "/v1/providers/my-login", login(func(m map[string]any) {
 			m["login"].(map[string]any)["json"] = map[string]any{"email": "{{.Nope}}"}

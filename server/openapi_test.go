@@ -280,3 +280,30 @@ func jsonNames(t reflect.Type) []string {
 	}
 	return out
 }
+
+// TestOpenAPIErrorsMarked: every error response documents the header that
+// marks tokenhub's own errors, with the codes the Error schema allows.
+func TestOpenAPIErrorsMarked(t *testing.T) {
+	d := loadOpenAPI(t)
+	hdr := child(t, d, "components", "headers", "TokenhubError")
+	codes := fmt.Sprint(child(t, hdr, "schema")["enum"])
+	if want := fmt.Sprint(child(t, d, "components", "schemas", "Error", "properties", "error", "properties", "code")["enum"]); codes != want {
+		t.Errorf("TokenhubError codes %s, want the Error schema's %s", codes, want)
+	}
+	n := 0
+	for name, r := range child(t, d, "components", "responses") {
+		schema := resolve(t, d, r)["content"].(doc)["application/json"].(doc)["schema"].(doc)
+		if schema["$ref"] != "#/components/schemas/Error" {
+			continue
+		}
+		n++
+		headers, _ := resolve(t, d, r)["headers"].(doc)
+		h, _ := headers[client.ErrorHeader].(doc)
+		if h["$ref"] != "#/components/headers/TokenhubError" {
+			t.Errorf("response %s: no %s header", name, client.ErrorHeader)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no error responses in components.responses")
+	}
+}

@@ -65,6 +65,11 @@ func TestWorkspacesAndApps(t *testing.T) {
 		t.Fatalf("Workspaces = %v", names)
 	}
 
+	for _, name := range []string{"a", "b"} {
+		if _, _, err := e.admin.PutConnection(c, "acme", name, oauth2Config()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	k, err := e.admin.CreateApp(c, "acme", "reports", []string{"b", "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -681,7 +686,8 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("unavailable error = %+v", ce)
 	}
 	raw := e.do("GET", "/v1/connections/baserow/token", key, nil)
-	if raw.status != 503 || raw.header.Get("Retry-After") == "" || raw.header.Get("Cache-Control") != "no-store" {
+	if raw.status != 503 || raw.header.Get("Retry-After") == "" || raw.header.Get("Cache-Control") != "no-store" ||
+		errorOf(t, raw).Error.Code != tokenhub.EUNAVAILABLE {
 		t.Fatalf("raw unavailable answer: %d %v %s", raw.status, raw.header, raw.body)
 	}
 	noSecrets(t, "unavailable answer", string(raw.body), demo.DefaultPassword, demo.DefaultEmail)
@@ -807,6 +813,9 @@ func TestProxyMount(t *testing.T) {
 	p := &recordingProxy{}
 	e := newEnvWith(t, envOptions{proxy: p})
 	e.workspace("acme")
+	if _, _, err := e.admin.PutConnection(ctx(t), "acme", "rows", oauth2Config()); err != nil {
+		t.Fatal(err)
+	}
 	_, key := e.app("acme", "limited", "rows")
 
 	for _, tc := range []struct{ method, path, want string }{
@@ -853,12 +862,21 @@ func TestProxyThroughServer(t *testing.T) {
 	if err := json.Unmarshal(r.body, &rows); err != nil || r.status != 200 || rows.Count == 0 || rows.Results[0]["Name"] == nil {
 		t.Fatalf("rows through the proxy: %d %s (%v)", r.status, r.body, err)
 	}
+	// The API's answers, errors included, are not marked as tokenhub's.
+	if v := r.header.Values(client.ErrorHeader); v != nil {
+		t.Errorf("rows through the proxy: %s %q, want none", client.ErrorHeader, v)
+	}
+	apiErr := e.do("GET", "/v1/proxy/baserow/api/database/rows/table/2/", key, nil)
+	if v := apiErr.header.Values(client.ErrorHeader); apiErr.status != 404 || v != nil {
+		t.Errorf("the API's 404 through the proxy: %d %s, %s %q; want 404 and no %[3]s", apiErr.status, apiErr.body, client.ErrorHeader, v)
+	}
 	// Another workspace's app, and an app not allowed the connection, get
 	// what an app gets for a connection that does not exist.
 	other := e.do("GET", "/v1/proxy/baserow/api/database/rows/table/1/", otherKey, nil)
 	if other.status != 404 || errorOf(t, other).Error.Code != tokenhub.ENOTFOUND {
 		t.Fatalf("another workspace's app through the proxy: %d %s", other.status, other.body)
 	}
+	e.putDemoConn("acme", "something-else", url)
 	_, limitedKey := e.app("acme", "limited", "something-else")
 	notListed := e.do("GET", "/v1/proxy/baserow/api/", limitedKey, nil)
 	_, allKey := e.app("acme", "all")

@@ -88,8 +88,8 @@ func (c *clientFlags) app(e *Env) (*client.Client, error) {
 }
 
 // appKey validates the flags and returns the app key in TOKENHUB_APP_KEY,
-// for a command (curl) that sends its own requests with it. The key must
-// never reach an error message or the command's output.
+// for a command (curl) that builds its client with a transport of its own.
+// The key must never reach an error message or the command's output.
 func (c *clientFlags) appKey(e *Env) (string, error) {
 	if err := c.Validate(); err != nil {
 		return "", err

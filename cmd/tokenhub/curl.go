@@ -9,13 +9,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"mime"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -27,10 +26,6 @@ import (
 // cut, unless --max-width says otherwise: wide enough for an e-mail address
 // or a timestamp, narrow enough that a few columns fit a terminal.
 const defaultCellWidth = 40
-
-// maxErrorPeek bounds how much of an error answer curl reads to tell
-// tokenhub's own JSON errors from the upstream's; tokenhub's are far smaller.
-const maxErrorPeek = 64 << 10
 
 func curlCommand() *Command {
 	return &Command{
@@ -121,6 +116,9 @@ func (o *curlRun) run(ctx context.Context, e *Env, cf *clientFlags, args []strin
 	if strings.ContainsFunc(path, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
 		return usagef("PATH %q holds a space or a control character; percent-encode it (a space is %%20)", path)
 	}
+	if _, err := url.Parse(path); err != nil {
+		return usagef("PATH %q is not a valid URL path: %v", path, errors.Unwrap(err))
+	}
 	header, err := parseHeaders(o.headers)
 	if err != nil {
 		return err
@@ -147,34 +145,23 @@ func (o *curlRun) run(ctx context.Context, e *Env, cf *clientFlags, args []strin
 		return err
 	}
 
-	var body *curlBody
+	var body io.Reader
 	if len(o.data) == 1 {
-		if body, err = openBody(e, o.data[0]); err != nil {
+		b, err := openBody(e, o.data[0])
+		if err != nil {
 			return err
 		}
-		defer body.Close()
+		defer b.Close()
+		body = b.r
+		if header.Get("Content-Type") == "" {
+			header.Set("Content-Type", b.contentType())
+		}
 		if method == "" {
 			method = http.MethodPost
 		}
 	}
 	if method == "" {
 		method = http.MethodGet
-	}
-	u := strings.TrimRight(cf.URL, "/") + "/v1/proxy/" + conn + path
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
-	if err != nil {
-		return usagef("PATH %q is not a valid URL path: %v", path, errors.Unwrap(err))
-	}
-	req.Header.Set("User-Agent", "tokenhub-cli")
-	for name, vs := range header {
-		req.Header[name] = vs
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	if body != nil {
-		req.Body, req.ContentLength, req.GetBody = body.request()
-		if req.Header.Get("Content-Type") == "" {
-			req.Header.Set("Content-Type", body.contentType())
-		}
 	}
 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -184,13 +171,12 @@ func (o *curlRun) run(ctx context.Context, e *Env, cf *clientFlags, args []strin
 	// Show the answer's bytes and headers as the API sent them.
 	tr.DisableCompression = true
 	defer tr.CloseIdleConnections()
-	hc := &http.Client{
-		Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-	resp, err := hc.Do(req)
+	c := client.New(cf.URL, key, client.WithHTTPClient(&http.Client{Transport: tr}), client.WithUserAgent("tokenhub-cli"))
+	// Proxy sends a body of up to client.MaxReplayBody bytes with its
+	// length, so that tokenhub can send it again after refreshing a refused
+	// token, returns redirects rather than following them, and never puts
+	// the key in an error.
+	resp, err := c.Proxy(ctx, conn, method, path, body, header)
 	if err != nil {
 		return err
 	}
@@ -201,27 +187,19 @@ func (o *curlRun) run(ctx context.Context, e *Env, cf *clientFlags, args []strin
 			return err
 		}
 	}
-	var answer io.Reader = resp.Body
-	if resp.StatusCode >= 400 {
-		apiErr, peeked, err := tokenhubError(resp)
-		if apiErr != nil {
-			return apiErr
-		}
-		if err != nil {
-			return fmt.Errorf("reading the answer: %w", err)
-		}
-		answer = io.MultiReader(bytes.NewReader(peeked), resp.Body)
+	if apiErr, ok := client.ErrorFrom(resp); ok {
+		return apiErr
 	}
 	success := resp.StatusCode >= 200 && resp.StatusCode <= 299
 	if withTable && success {
-		b, err := io.ReadAll(answer)
+		b, err := io.ReadAll(resp.Body)
 		if err != nil {
 			return fmt.Errorf("reading the answer: %w", err)
 		}
 		if err := renderTable(e, b, tablePath, o.maxWidth); err != nil {
 			return fmt.Errorf("--table %s: %w", tableLabel(o.table), err)
 		}
-	} else if _, err := io.Copy(e.Stdout, answer); err != nil {
+	} else if _, err := io.Copy(e.Stdout, resp.Body); err != nil {
 		return fmt.Errorf("copying the answer: %w", err)
 	}
 	if !success {
@@ -272,23 +250,21 @@ func validMethod(m string) bool { return isToken(m) }
 
 // curlBody is the request body of -d: text, a file or stdin.
 type curlBody struct {
-	mem    []byte    // the whole body, when it is in memory
-	r      io.Reader // the body, when it is not
-	n      int64     // its length, -1 when unknown
+	r      io.Reader // the body
 	head   []byte    // its first bytes, to choose a Content-Type
 	closer io.Closer // the file, when one was opened
 }
 
 // openBody opens the body that -d names: the text itself, @FILE or @- for
-// stdin. A regular file is streamed with its length. Stdin and other
-// files (pipes) are read up to client.MaxReplayBody bytes, so that a body of
-// that size goes with its length and tokenhub can replay it after refreshing
-// a refused token; a longer one is streamed whole, and a 401 on it reaches
-// the caller.
+// stdin. A file or stdin is not read here but for its first bytes; it is
+// streamed as client.Proxy sends it, which reads up to client.MaxReplayBody
+// bytes first so that a body of that size goes with its length and tokenhub
+// can replay it after refreshing a refused token. A longer one is streamed
+// whole, and a 401 on it reaches the caller.
 func openBody(e *Env, arg string) (*curlBody, error) {
 	name, isFile := strings.CutPrefix(arg, "@")
 	if !isFile {
-		return &curlBody{mem: []byte(arg), n: int64(len(arg)), head: []byte(arg)}, nil
+		return &curlBody{r: strings.NewReader(arg), head: []byte(arg)}, nil
 	}
 	var src io.Reader
 	b := &curlBody{}
@@ -312,40 +288,16 @@ func openBody(e *Env, arg string) (*curlBody, error) {
 			return nil, flagErrorf("d", "%s is a directory", name)
 		}
 		b.closer = f
-		if st.Mode().IsRegular() {
-			br := bufio.NewReaderSize(f, 4096)
-			b.head, _ = br.Peek(512)
-			b.r, b.n = br, st.Size()
-			return b, nil
-		}
 		src = f
 	}
-	buf, err := io.ReadAll(io.LimitReader(src, client.MaxReplayBody+1))
-	if err != nil {
+	br := bufio.NewReaderSize(src, 4096)
+	head, err := br.Peek(512)
+	if err != nil && !errors.Is(err, io.EOF) {
 		b.Close()
 		return nil, fmt.Errorf("reading the body from %s: %w", name, err)
 	}
-	b.head = buf
-	if len(buf) <= client.MaxReplayBody {
-		b.mem, b.n = buf, int64(len(buf))
-	} else {
-		b.r, b.n = io.MultiReader(bytes.NewReader(buf), src), -1
-	}
+	b.r, b.head = br, head
 	return b, nil
-}
-
-// request returns the request's Body, ContentLength and GetBody (nil for a
-// body that can be read only once).
-func (b *curlBody) request() (io.ReadCloser, int64, func() (io.ReadCloser, error)) {
-	switch {
-	case b.n == 0:
-		return http.NoBody, 0, func() (io.ReadCloser, error) { return http.NoBody, nil }
-	case b.mem != nil:
-		get := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b.mem)), nil }
-		rc, _ := get()
-		return rc, b.n, get
-	}
-	return io.NopCloser(b.r), b.n, nil
 }
 
 // contentType is the Content-Type of a body sent without one: JSON when it
@@ -379,40 +331,6 @@ func writeHead(w io.Writer, resp *http.Response) error {
 	sb.WriteString("\n")
 	_, err := io.WriteString(w, sb.String())
 	return err
-}
-
-// tokenhubError reads the start of an error answer and tells whether
-// tokenhub wrote it (rather than the upstream, whose answer passes through):
-// tokenhub's errors are JSON {"error":{"code","message"}} with one of its
-// codes, the status of that code (or 502/504 for an upstream that cannot be
-// reached or does not answer), and Cache-Control: no-store. It returns the
-// error as a *client.Error, or nil and the bytes it read, which the caller
-// prints before the rest of the body.
-func tokenhubError(resp *http.Response) (*client.Error, []byte, error) {
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt != "application/json" || !strings.Contains(resp.Header.Get("Cache-Control"), "no-store") {
-		return nil, nil, nil
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorPeek))
-	if err != nil {
-		return nil, b, err
-	}
-	var body client.ErrorBody
-	if json.Unmarshal(b, &body) != nil || body.Error.Code == "" || body.Error.Message == "" {
-		return nil, b, nil
-	}
-	code, status := body.Error.Code, resp.StatusCode
-	known := code == tokenhub.EINTERNAL || client.StatusCode(code) != http.StatusInternalServerError
-	matches := status == client.StatusCode(code) ||
-		code == tokenhub.EUNAVAILABLE && (status == http.StatusBadGateway || status == http.StatusGatewayTimeout)
-	if !known || !matches {
-		return nil, b, nil
-	}
-	ce := &client.Error{Status: status, Code: code, Message: body.Error.Message, State: body.Error.State}
-	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
-		ce.RetryAfter = time.Duration(n) * time.Second
-	}
-	return ce, b, nil
 }
 
 // splitTablePath splits --table's dotted path into its keys; "" and "."

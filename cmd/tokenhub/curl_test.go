@@ -234,8 +234,11 @@ func (u *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, "boom\n")
 	case strings.HasSuffix(r.URL.Path, "/json404"):
-		// Shaped like tokenhub's errors, but the upstream's: passed through.
+		// Shaped and marked like tokenhub's errors, but the upstream's:
+		// passed through, without the mark.
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set(client.ErrorHeader, "not_found")
 		w.WriteHeader(http.StatusNotFound)
 		io.WriteString(w, `{"error":{"code":"not_found","message":"no such item"}}`)
 	case strings.HasSuffix(r.URL.Path, "/once401") && (u.refused == "" || r.Header.Get("X-Api-Key") == u.refused):

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,6 +16,8 @@ import (
 	"github.com/tokenhub/tokenhub/client"
 	main "github.com/tokenhub/tokenhub/cmd/tokenhub"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/seal"
+	"github.com/tokenhub/tokenhub/sqlite"
 )
 
 // readRows reads the demo's rows with the header tokenhub handed out.
@@ -285,6 +288,27 @@ func TestKeyRotate(t *testing.T) {
 	keys, _ := os.ReadFile(keyFile)
 	if n := len(strings.Fields(string(keys))); n != 2 {
 		t.Errorf("the key file holds %d keys after a rotation, want 2", n)
+	}
+	// The data was re-encrypted: the new key alone reads it, the old alone
+	// no longer does.
+	ring, _, err := seal.LoadOrCreateKeyFile(keyFile)
+	if err != nil || len(ring) != 2 {
+		t.Fatalf("reading the rotated key file: %d keys, %v", len(ring), err)
+	}
+	for i, want := range []bool{true, false} {
+		only, err := seal.NewKeyring(ring[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := sqlite.Open(filepath.Join(dir, "tokenhub.db"), only)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.FindConnection(ctx, "acme", "baserow")
+		st.Close()
+		if (err == nil) != want {
+			t.Errorf("reading the store with only the %s key: %v", map[bool]string{true: "new", false: "old"}[want], err)
+		}
 	}
 
 	s2 := startServer(t, dir)

@@ -45,7 +45,7 @@ type Config struct {
 	LogLevel  string // debug, info, warn or error
 
 	// ShutdownTimeout bounds how long a shutdown waits for in-flight
-	// requests before it cuts them off.
+	// requests and refreshes before it cancels or cuts them off.
 	ShutdownTimeout time.Duration
 }
 
@@ -311,10 +311,12 @@ func (m *Main) Wait(ctx context.Context) error {
 	}
 }
 
-// Close shuts down gracefully: it stops accepting requests and lets the ones
-// in flight finish (up to Config.ShutdownTimeout, after which they are cut
-// off), stops the engine (refreshes in flight finish or are cancelled), and
-// closes the store. It returns the first error met.
+// Close shuts down gracefully: it stops accepting requests and starting
+// refreshes, and lets the requests and refreshes in flight finish, up to
+// Config.ShutdownTimeout. Refreshes still running shortly before then are
+// cancelled, so the requests waiting on them answer 503; requests still
+// running at the timeout are cut off. Then it closes the store. It returns
+// the errors met.
 func (m *Main) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownTimeout)
 	defer cancel()
@@ -323,21 +325,33 @@ func (m *Main) Close() error {
 
 func (m *Main) closeAll(ctx context.Context) error {
 	var errs []error
-	if m.http != nil {
-		if err := m.http.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("stopping HTTP: %w", err))
-			m.http.Close()
+	// Requests and refreshes in flight finish together, since a request may
+	// be waiting on a refresh: HTTP stops accepting and drains while the
+	// engine lets its refreshes run. Refreshes still running shortly before
+	// the deadline are cancelled, so that the requests waiting on them can
+	// still answer (503) before it.
+	httpDone := make(chan error, 1)
+	if hs := m.http; hs != nil {
+		go func() { httpDone <- hs.Shutdown(ctx) }()
+	} else {
+		if m.ln != nil {
+			m.ln.Close()
 		}
-		m.http = nil
-	} else if m.ln != nil {
-		m.ln.Close()
+		httpDone <- nil
 	}
 	if m.Broker != nil {
-		if err := m.Broker.Close(); err != nil {
+		bctx, cancel := drainContext(ctx)
+		if err := m.Broker.Shutdown(bctx); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the engine: %w", err))
 		}
+		cancel()
 		m.Broker = nil
 	}
+	if err := <-httpDone; err != nil {
+		errs = append(errs, fmt.Errorf("stopping HTTP: %w", err))
+		m.http.Close()
+	}
+	m.http = nil
 	if m.Store != nil {
 		if err := m.Store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing the store: %w", err))
@@ -348,6 +362,20 @@ func (m *Main) closeAll(ctx context.Context) error {
 		m.Logger.Info("tokenhub stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// drainContext returns the context the engine's refreshes may run under
+// during a shutdown bounded by ctx: until a little before ctx's deadline,
+// leaving the requests waiting on them time to answer. Without a deadline
+// (a failed start) it is done at once.
+func drainContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		c, cancel := context.WithCancel(ctx)
+		cancel()
+		return c, cancel
+	}
+	return context.WithDeadline(ctx, d.Add(-min(time.Second, time.Until(d)/4)))
 }
 
 // loadKeys returns the encryption keys, primary first: from TOKENHUB_KEY, or
