@@ -20,11 +20,16 @@ func leaseFor(timeout time.Duration) time.Duration { return 2*timeout + 10*time.
 func (e *entry) run(ctx context.Context, force bool) (*Current, error) {
 	b := e.b
 	e.mu.Lock()
-	id, path := e.id, e.key.ws+"/"+e.key.name
+	id, path, provider := e.id, e.key.ws+"/"+e.key.name, e.conn.Config.Provider
 	e.mu.Unlock()
 
+	// Size the lease from the provider's own timeout when it can be read.
+	timeout := tokenhub.DefaultTimeout
+	if p, err := catalog.Resolve(ctx, b.store, provider); err == nil {
+		timeout = p.Policy().Timeout
+	}
 	now := b.clock.Now()
-	conn, prev, err := b.store.AcquireLease(ctx, id, b.owner, now, now.Add(leaseFor(tokenhub.DefaultTimeout)))
+	conn, prev, err := b.store.AcquireLease(ctx, id, b.owner, now, now.Add(leaseFor(timeout)))
 	switch tokenhub.ErrorCode(err) {
 	case "":
 	case tokenhub.ENOTFOUND:
@@ -133,8 +138,8 @@ func (e *entry) run(ctx context.Context, force bool) (*Current, error) {
 		return nil, err
 	}
 	log.Info("token "+map[string]string{"obtain": "obtained", "refresh": "refreshed"}[op],
-		"expires_in", tok.ExpiresAt.Sub(b.clock.Now()).Round(time.Second), "expiry_source", tok.ExpirySource,
-		"next_refresh_in", st.NextRefreshAt.Sub(b.clock.Now()).Round(time.Second), "rotated", rotated)
+		"expires_in", tok.ExpiresAt.Sub(b.clock.Now()).Round(time.Second).String(), "expiry_source", tok.ExpirySource,
+		"next_refresh_in", st.NextRefreshAt.Sub(b.clock.Now()).Round(time.Second).String(), "rotated", rotated)
 	return cur, nil
 }
 
@@ -256,7 +261,7 @@ func (e *entry) fail(ctx context.Context, conn *tokenhub.Connection, now time.Ti
 			st.State = tokenhub.StateDegraded
 		}
 		ev(tokenhub.EventRetried, "attempt %d failed: %s; next attempt in %s", st.Failures, describe(cause), retry.Round(time.Millisecond))
-		log.Warn("token request failed; will retry", "attempt", st.Failures, "retry_in", retry, "err", cause)
+		log.Warn("token request failed; will retry", "attempt", st.Failures, "retry_in", retry.Round(time.Millisecond).String(), "err", cause)
 	}
 	saved, err := b.store.UpdateConnection(ctx, conn.ID, tokenhub.ConnectionUpdate{
 		IfVersion: conn.Version, Status: &st, ReleaseLease: b.owner, Events: events,

@@ -502,6 +502,20 @@ func (s *Server) handleEventList(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, &out)
 }
 
+// handleAdminRefreshByQuery answers POST /v1/connections/{name}/refresh
+// called with the admin key: the workspace comes from ?workspace=W, and the
+// answer is the connection view, as for the workspace route; the admin API
+// never answers a token.
+func (s *Server) handleAdminRefreshByQuery(w http.ResponseWriter, r *http.Request) {
+	ws := r.URL.Query().Get("workspace")
+	if ws == "" {
+		s.writeError(w, r, tokenhub.Errorf(tokenhub.EINVALID, "workspace: required with the admin key (POST /v1/connections/{name}/refresh?workspace=W)"))
+		return
+	}
+	r.SetPathValue("ws", ws)
+	s.handleConnectionRefresh(w, r)
+}
+
 func (s *Server) handleConnectionRefresh(w http.ResponseWriter, r *http.Request) {
 	ws, name := r.PathValue("ws"), r.PathValue("name")
 	ctx := r.Context()

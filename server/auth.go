@@ -128,6 +128,21 @@ func (s *Server) requireAppKey(h appHandler) http.Handler {
 	})
 }
 
+// requireAppOrAdmin passes a request with an app key to app, and one with
+// the admin key to admin; any other key gets 401.
+func (s *Server) requireAppOrAdmin(app appHandler, admin http.HandlerFunc) http.Handler {
+	appOnly := s.requireAppKey(app)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if key := bearer(r); key != "" {
+			if sum := sumKey(key); s.isAdmin(&sum) {
+				admin(w, r)
+				return
+			}
+		}
+		appOnly.ServeHTTP(w, r)
+	})
+}
+
 // sameHash compares a stored key hash with the hash of a presented key in
 // constant time. The lookups that find the candidate (a map, an index) work
 // on hashes of random 32-byte keys, so their timing reveals nothing usable

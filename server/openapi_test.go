@@ -102,7 +102,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		if !ok {
 			sec = d["security"]
 		}
-		want := map[server.Auth]string{server.AuthNone: "[]", server.AuthAdmin: "[map[adminKey:[]]]", server.AuthApp: "[map[appKey:[]]]"}[r.Auth]
+		want := map[server.Auth]string{server.AuthNone: "[]", server.AuthAdmin: "[map[adminKey:[]]]", server.AuthApp: "[map[appKey:[]]]",
+			server.AuthAppOrAdmin: "[map[appKey:[]] map[adminKey:[]]]"}[r.Auth]
 		if got := fmt.Sprint(sec); got != want {
 			t.Errorf("%s: security %s, want %s (route needs %s)", k, got, want, r.Auth)
 		}

@@ -144,6 +144,9 @@ const (
 	AuthNone  Auth = "none"  // no key
 	AuthAdmin Auth = "admin" // the admin key
 	AuthApp   Auth = "app"   // an app key; the workspace is the key's
+	// AuthAppOrAdmin is an app key, or the admin key naming the workspace
+	// in the query (?workspace=W).
+	AuthAppOrAdmin Auth = "app_or_admin"
 )
 
 // Route is one route of the API: a method ("" for any) and a path pattern in
@@ -171,6 +174,9 @@ func (s *Server) routes() []route {
 	}
 	app := func(m, p string, h appHandler) route {
 		return route{Route{m, p, AuthApp}, s.requireAppKey(h)}
+	}
+	appOrAdmin := func(m, p string, h appHandler, admin http.HandlerFunc) route {
+		return route{Route{m, p, AuthAppOrAdmin}, s.requireAppOrAdmin(h, admin)}
 	}
 	public := func(m, p string, h http.HandlerFunc) route {
 		return route{Route{m, p, AuthNone}, h}
@@ -200,7 +206,7 @@ func (s *Server) routes() []route {
 		admin("POST", "/v1/workspaces/{ws}/connections/{name}/refresh", s.handleConnectionRefresh),
 
 		app("GET", "/v1/connections/{name}/token", s.handleTokenGet),
-		app("POST", "/v1/connections/{name}/refresh", s.handleTokenRefresh),
+		appOrAdmin("POST", "/v1/connections/{name}/refresh", s.handleTokenRefresh, s.handleAdminRefreshByQuery),
 		app("", proxyPattern, s.handleProxy),
 	}
 }

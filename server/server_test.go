@@ -306,6 +306,23 @@ func TestAdminRefresh(t *testing.T) {
 	}
 	_, err = e.admin.RefreshConnection(c, "acme", "nope")
 	apiError(t, err, http.StatusNotFound, tokenhub.ENOTFOUND)
+
+	// The app route takes the admin key too, naming the workspace in the
+	// query; it answers the view, never the token.
+	r := e.do("POST", "/v1/connections/baserow/refresh?workspace=acme", e.adminKey, nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("admin key on the app refresh route: %d %s", r.status, r.body)
+	}
+	var view client.ConnectionView
+	if err := json.Unmarshal(r.body, &view); err != nil || view.RefreshCount != 3 || view.Name != "baserow" {
+		t.Fatalf("answer %s (err %v), want the connection view after a third token", r.body, err)
+	}
+	if strings.Contains(string(r.body), "access_token") {
+		t.Fatal("the admin refresh answered a token")
+	}
+	if got := d.Counts(); got.TokenAuth+got.TokenRefresh != after.TokenAuth+after.TokenRefresh+1 {
+		t.Fatalf("provider calls %+v → %+v, want one more", after, got)
+	}
 }
 
 // TestTokenDemo reads a token of a Baserow-style connection whose provider
@@ -578,7 +595,7 @@ func TestAuth(t *testing.T) {
 		{"app route, no key", "GET", "/v1/connections/x/token", "", 401},
 		{"app route, wrong key", "GET", "/v1/connections/x/token", wrong, 401},
 		{"app route, admin key", "GET", "/v1/connections/x/token", e.adminKey, 403},
-		{"app refresh, admin key", "POST", "/v1/connections/x/refresh", e.adminKey, 403},
+		{"app refresh, admin key without workspace", "POST", "/v1/connections/x/refresh", e.adminKey, 400},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -587,7 +604,7 @@ func TestAuth(t *testing.T) {
 				t.Fatalf("%s %s: %d %s, want %d", tc.method, tc.path, r.status, r.body, tc.status)
 			}
 			eb := errorOf(t, r)
-			if want := map[int]string{401: tokenhub.EUNAUTHORIZED, 403: tokenhub.EFORBIDDEN}[tc.status]; eb.Error.Code != want {
+			if want := map[int]string{400: tokenhub.EINVALID, 401: tokenhub.EUNAUTHORIZED, 403: tokenhub.EFORBIDDEN}[tc.status]; eb.Error.Code != want {
 				t.Fatalf("code %q, want %q", eb.Error.Code, want)
 			}
 			if tc.status == 401 && r.header.Get("WWW-Authenticate") == "" {

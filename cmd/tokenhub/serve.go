@@ -160,11 +160,20 @@ func parseLogLevel(s string) (slog.Level, error) {
 // NewLogger returns the logger c asks for, writing to w.
 func (c *Config) NewLogger(w io.Writer) *slog.Logger {
 	level, _ := parseLogLevel(c.LogLevel)
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	if c.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// durationsAsText writes durations as "1m30s" rather than as nanoseconds,
+// which is what the JSON handler would otherwise print.
+func durationsAsText(groups []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // Main is a running tokenhub server: the store, the engine and the HTTP API,

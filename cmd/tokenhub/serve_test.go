@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -308,5 +309,14 @@ func TestHelp(t *testing.T) {
 	}
 	if r := run(t, nil, "help", "app", "create"); r.Code != 0 || !strings.Contains(r.Stdout, "--connections") {
 		t.Errorf("tokenhub help app create: status %d\n%s", r.Code, r.Stdout)
+	}
+}
+
+func TestJSONLogsWriteDurationsAsText(t *testing.T) {
+	var buf bytes.Buffer
+	c := &main.Config{LogFormat: "json", LogLevel: "info"}
+	c.NewLogger(&buf).Info("x", "wait", 90*time.Second)
+	if !strings.Contains(buf.String(), `"wait":"1m30s"`) {
+		t.Fatalf("log line %s, want \"wait\":\"1m30s\"", buf.String())
 	}
 }
