@@ -78,14 +78,17 @@ type ConnectionView struct {
 	State tokenhub.State `json:"state"`
 	// ExpiresAt is when the current token expires; zero when there is no
 	// token or it never expires (HasToken tells the two apart).
-	ExpiresAt     time.Time           `json:"expires_at,omitzero"`
-	HasToken      bool                `json:"has_token"`
-	NextRefreshAt time.Time           `json:"next_refresh_at,omitzero"`
-	LastRefreshAt time.Time           `json:"last_refresh_at,omitzero"`
-	RefreshCount  int64               `json:"refresh_count"`
-	Failures      int                 `json:"failures"`
-	LastError     *tokenhub.ErrorInfo `json:"last_error,omitempty"`
-	Generation    int64               `json:"generation"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	HasToken  bool      `json:"has_token"`
+	// RefreshExpiresAt is when the refresh token dies, when the provider
+	// said; a connection that cannot log in again needs re-authorisation then.
+	RefreshExpiresAt time.Time           `json:"refresh_expires_at,omitzero"`
+	NextRefreshAt    time.Time           `json:"next_refresh_at,omitzero"`
+	LastRefreshAt    time.Time           `json:"last_refresh_at,omitzero"`
+	RefreshCount     int64               `json:"refresh_count"`
+	Failures         int                 `json:"failures"`
+	LastError        *tokenhub.ErrorInfo `json:"last_error,omitempty"`
+	Generation       int64               `json:"generation"`
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`

@@ -304,6 +304,10 @@ func TestAdminRefresh(t *testing.T) {
 	if v.RefreshCount != 2 || v.State != tokenhub.StateHealthy {
 		t.Fatalf("after refresh = %+v", v)
 	}
+	// The demo's refresh token is a JWT whose exp says when it dies (7 days).
+	if left := time.Until(v.RefreshExpiresAt); left < 6*24*time.Hour || left > 8*24*time.Hour {
+		t.Fatalf("refresh_expires_at = %v, want about 7 days ahead", v.RefreshExpiresAt)
+	}
 	_, err = e.admin.RefreshConnection(c, "acme", "nope")
 	apiError(t, err, http.StatusNotFound, tokenhub.ENOTFOUND)
 

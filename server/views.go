@@ -58,6 +58,9 @@ func connectionView(c *tokenhub.Connection) *client.ConnectionView {
 	if c.Token != nil {
 		v.HasToken = true
 		v.ExpiresAt = c.Token.ExpiresAt
+		if c.Token.RefreshToken != "" {
+			v.RefreshExpiresAt = c.Token.RefreshExpiresAt
+		}
 	}
 	return v
 }
