@@ -1,29 +1,39 @@
 // Command proxy measures the overhead of tokenhub's header-injecting proxy.
 //
-// In one run it drives, with the same number of concurrent keep-alive
-// connections, three targets on loopback:
+// In one run it drives, with the same load generator and the same number of
+// concurrent keep-alive connections, three targets on loopback:
 //
-//	direct  the upstream itself
-//	bare    a bare httputil.ReverseProxy that adds a fixed header, tuned: a
-//	        pooled transport with enough idle connections per host and a
-//	        BufferPool
+//	direct  the upstream itself, called with the JWT header an app would
+//	        send if it held the token
+//	bare    a bare httputil.ReverseProxy that adds that header, tuned: a
+//	        pooled transport with enough idle connections per host (the
+//	        settings of tokenhub's own) and a BufferPool
 //	ours    tokenhub's proxy.Handler on the real engine (broker, SQLite,
 //	        the demo Baserow provider's JWT header) behind a router shaped
-//	        like the server's
+//	        like the server's: /v1/proxy/{conn}/..., app key checked first
+//
+// The upstream answers like an API that requires the token: a 512-byte page
+// of rows with the JWT header, 401 without it. So a proxy that does not
+// inject the header fails its requests instead of being fast.
 //
 // The upstream and each proxy run in their own child process (this binary
-// re-executed with -role), so that the CPU time each proxy spends per request
-// can be read from its own getrusage. Rounds interleave the targets to spread
-// the noise of a shared machine evenly. It reports requests/s, p50 and p99
-// latency, the proxies' CPU µs per request, and ours/bare ratios.
+// re-executed with -role, see bench/internal/load), so that the CPU time each
+// proxy spends per request is read from its own getrusage. Rounds interleave
+// the targets to spread the noise of a shared machine evenly. It reports, as
+// medians over rounds, requests/s, p50 and p99 latency, and the CPU µs and
+// heap allocations per request of the process serving each target (the
+// upstream for direct, the proxy for bare and ours); then the ours/bare
+// ratios per round against the targets: at least 0.85× the throughput, p99
+// within 1.2×.
 //
 // Usage (loopback only; every loop is bounded by -d and -max):
 //
-//	go run ./bench/proxy -c 64 -d 1500ms -rounds 10
+//	go run ./bench/proxy -c 64 -d 3s -rounds 5
+//	go run ./bench/proxy -c 64 -d 3s -rounds 5 -client raw
+//	go run ./bench/proxy -cpuprofile /tmp/prof   # then: go tool pprof /tmp/prof/ours.pprof
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -36,17 +46,15 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
-	"slices"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tokenhub/tokenhub"
+	"github.com/tokenhub/tokenhub/bench/internal/load"
 	"github.com/tokenhub/tokenhub/broker"
 	"github.com/tokenhub/tokenhub/demo"
 	"github.com/tokenhub/tokenhub/internal/seal"
@@ -58,114 +66,107 @@ const (
 	token      = "eyJhbGciOiJIUzI1NiJ9.bench.token"
 	headerVal  = "JWT " + token
 	appKey     = "bench-app-key"
-	apiPath    = "/api/database/rows/table/1/"
-	apiQuery   = "user_field_names=true"
+	connName   = "baserow"
+	apiPath    = "/api/database/rows/table/1/?user_field_names=true"
 	bodyLength = 512 // a small page of Baserow rows
+
+	// The targets of the issue.
+	wantRate = 0.85 // ours/bare throughput, at least
+	wantP99  = 1.2  // ours/bare p99, at most
 )
 
 func main() {
-	role := flag.String("role", "", "internal: run as upstream, bare or ours")
-	target := flag.String("upstream", "", "internal: upstream base URL for a proxy role")
+	role := flag.String("role", "", "internal: run as the `upstream`, bare or ours server")
+	upstream := flag.String("upstream", "", "internal: the upstream's base `URL`, for a proxy role")
 	conns := flag.Int("c", 64, "concurrent keep-alive connections")
 	dur := flag.Duration("d", 3*time.Second, "measured duration per target per round")
-	warm := flag.Duration("warmup", time.Second, "unmeasured warm-up per target before the first round")
-	rounds := flag.Int("rounds", 5, "rounds; each round runs every target once")
+	warm := flag.Duration("warmup", time.Second, "unmeasured warm-up per target per round")
+	rounds := flag.Int("rounds", 5, "rounds; each round runs every target once, in alternating order")
 	maxReq := flag.Int("max", 2_000_000, "upper bound on requests per target per round")
-	profDir := flag.String("cpuprofile", "", "write each child's CPU profile to DIR/ROLE.pprof")
+	gen := flag.String("client", "http", "the load generator: `http` (Go's net/http client) or raw (a minimal HTTP/1.1 client, as wrk)")
+	profDir := flag.String("cpuprofile", "", "write each child's CPU profile to `DIR`/ROLE.pprof")
 	flag.Parse()
 
 	if *role != "" {
-		if err := serve(*role, *target, *profDir); err != nil {
+		if err := serve(*role, *upstream, *profDir); err != nil {
 			log.Fatalf("%s: %v", *role, err)
 		}
 		return
 	}
-	if err := run(*conns, *dur, *warm, *rounds, *maxReq, *profDir); err != nil {
+	if *gen != "http" && *gen != "raw" {
+		log.Fatalf("-client: want http or raw, not %q", *gen)
+	}
+	p := load.Plan{Conns: *conns, Duration: *dur, Warmup: *warm, Rounds: *rounds, MaxRequests: *maxReq}
+	if err := run(os.Stdout, p, *gen, *profDir); err != nil {
 		log.Fatal(err)
 	}
 }
 
 // ---- children -------------------------------------------------------------
 
-// serve runs one role: it listens on a loopback port for traffic and another
-// for /cpu, prints both addresses, and serves until its parent closes stdin.
+// serve runs one role until the parent closes stdin.
 func serve(role, upstream, profDir string) error {
-	var h http.Handler
+	hs := &http.Server{
+		// `tokenhub serve`'s settings (cmd/tokenhub/serve.go), for all three.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	o := load.ServeOptions{Server: hs}
+	if profDir != "" {
+		o.CPUProfile = filepath.Join(profDir, role+".pprof")
+	}
+	if role == "upstream" {
+		hs.Handler = upstreamHandler()
+		return load.Serve(o)
+	}
+	u, err := url.Parse(upstream)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("-upstream: want an http:// base URL, not %q", upstream)
+	}
 	switch role {
-	case "upstream":
-		head, tail := `{"count":1,"next":null,"previous":null,"results":[{"id":1,"order":"1.00000000000000000000","Name":"`, `"}]}`
-		body := []byte(head + strings.Repeat("x", bodyLength-len(head)-len(tail)) + tail)
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Header.Get("Authorization") == headerVal {
-				w.Header().Set("X-Auth-Seen", "token")
-			} else if r.Header.Get("Authorization") != "" {
-				w.Header().Set("X-Auth-Seen", "other")
-			}
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-			w.Write(body)
-		})
 	case "bare":
-		u, err := url.Parse(upstream)
-		if err != nil {
-			return err
-		}
-		h = bareProxy(u)
+		hs.Handler = bareProxy(u)
 	case "ours":
-		u, err := url.Parse(upstream)
+		h, cleanup, err := ourProxy(u)
 		if err != nil {
-			return err
-		}
-		var cleanup func()
-		if h, cleanup, err = ourProxy(u); err != nil {
 			return err
 		}
 		defer cleanup()
+		hs.Handler = h
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	ctl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	go http.Serve(ctl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, cpuMicros())
-	}))
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	go srv.Serve(ln)
-	if profDir != "" {
-		f, err := os.Create(filepath.Join(profDir, role+".pprof"))
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	fmt.Printf("%s %s\n", ln.Addr(), ctl.Addr())
-	io.Copy(io.Discard, os.Stdin) // the parent closes stdin when done, or dies
-	return nil
+	return load.Serve(o)
 }
 
-// cpuMicros is the user+system CPU time this process has used, in µs.
-func cpuMicros() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return -1
-	}
-	return ru.Utime.Nano()/1e3 + ru.Stime.Nano()/1e3
+// upstreamHandler is the API behind the proxies: whatever the path, a JSON
+// page of bodyLength bytes when the request carries the token's header, and
+// 401 otherwise.
+func upstreamHandler() http.Handler {
+	head, tail := `{"count":1,"next":null,"previous":null,"results":[{"id":1,"order":"1.00000000000000000000","Name":"`, `"}]}`
+	body := []byte(head + strings.Repeat("x", bodyLength-len(head)-len(tail)) + tail)
+	length := []string{strconv.Itoa(len(body))}
+	ctype := []string{"application/json"}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if got := r.Header.Get("Authorization"); got != headerVal {
+			seen := "no Authorization"
+			if got != "" {
+				seen = "another Authorization"
+			}
+			http.Error(w, "upstream: want Authorization: JWT with the bench token, got "+seen, http.StatusUnauthorized)
+			return
+		}
+		h := w.Header()
+		h["Content-Type"], h["Content-Length"] = ctype, length
+		w.Write(body)
+	})
 }
 
 // bareProxy is the baseline: a ReverseProxy that adds a fixed header, tuned
-// the same way as tokenhub's default transport (pooled, 256 idle connections
-// per host, no decompression) with a pool of 32 KiB copy buffers.
+// the same way as tokenhub's default transport (proxy/transport.go: pooled,
+// 256 idle connections per host, no decompression) with a pool of 32 KiB
+// copy buffers.
 func bareProxy(target *url.URL) http.Handler {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
@@ -190,6 +191,7 @@ func bareProxy(target *url.URL) http.Handler {
 	}
 }
 
+// bufPool is an httputil.BufferPool on a sync.Pool.
 type bufPool struct{ p sync.Pool }
 
 func (b *bufPool) Get() []byte    { return *b.p.Get().(*[]byte) }
@@ -212,43 +214,44 @@ func (g staticGranter) Refresh(ctx context.Context, p *tokenhub.Provider, c *tok
 // ourProxy is tokenhub's proxy on the real engine (broker on a SQLite file in
 // a temporary directory, the demo Baserow provider's JWT header) behind a
 // router shaped like the server's: /v1/proxy/{conn}/..., with the app key
-// checked first. It returns a cleanup function.
+// checked first. The token is obtained before it returns, so that it is
+// cached. It returns a cleanup function.
 func ourProxy(base *url.URL) (http.Handler, func(), error) {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "tokenhub-bench-")
 	if err != nil {
 		return nil, nil, err
 	}
+	cleanup := func() { os.RemoveAll(dir) }
+	fail := func(doing string, err error) (http.Handler, func(), error) {
+		cleanup()
+		return nil, nil, fmt.Errorf("%s: %w", doing, err)
+	}
 	keys, err := seal.NewKeyring(make([]byte, 32))
 	if err != nil {
-		return nil, nil, err
+		return fail("keyring", err)
 	}
 	st, err := sqlite.Open(filepath.Join(dir, "tokenhub.db"), keys)
 	if err != nil {
-		return nil, nil, err
+		return fail("opening the store", err)
 	}
 	b := broker.New(broker.Options{Store: st, Grant: staticGranter{}, Owner: "bench"})
-	cleanup := func() { b.Close(); st.Close(); os.RemoveAll(dir) }
+	cleanup = func() { b.Close(); st.Close(); os.RemoveAll(dir) }
 	cfg := demo.ConnectionConfig(base.String())
 	if _, err := st.CreateWorkspace(ctx, "bench"); err != nil {
-		cleanup()
-		return nil, nil, err
+		return fail("creating the workspace", err)
 	}
 	if _, err := st.PutProvider(ctx, demo.Provider()); err != nil {
-		cleanup()
-		return nil, nil, err
+		return fail("creating the provider", err)
 	}
-	if _, _, err := st.PutConnection(ctx, "bench", "baserow", &cfg, time.Now()); err != nil {
-		cleanup()
-		return nil, nil, err
+	if _, _, err := st.PutConnection(ctx, "bench", connName, &cfg, time.Now()); err != nil {
+		return fail("creating the connection", err)
 	}
 	if err := b.Open(ctx); err != nil {
-		cleanup()
-		return nil, nil, err
+		return fail("opening the broker", err)
 	}
-	if _, err := b.Token(ctx, "bench", "baserow"); err != nil {
-		cleanup()
-		return nil, nil, err
+	if _, err := b.Token(ctx, "bench", connName); err != nil {
+		return fail("first token", err)
 	}
 	h := proxy.New(proxy.Options{Tokens: b, Logger: slog.New(slog.DiscardHandler)})
 	mux := http.NewServeMux()
@@ -265,281 +268,146 @@ func ourProxy(base *url.URL) (http.Handler, func(), error) {
 
 // ---- parent ---------------------------------------------------------------
 
-type child struct {
-	cmd        *exec.Cmd
-	stdin      io.WriteCloser
-	addr, ctrl string
-}
-
-func start(role, upstream, profDir string) (*child, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
+// run runs the benchmark p with the generator gen ("http" or "raw") and
+// writes the report to w. It fails when a child cannot be started or exits
+// with an error, a target does not answer with the upstream's page, or a
+// request failed during the run.
+func run(w io.Writer, p load.Plan, gen, profDir string) (err error) {
+	ctx := context.Background()
+	p.Progress = w
+	var prof []string
+	if profDir != "" {
+		if err := os.MkdirAll(profDir, 0o755); err != nil {
+			return err
+		}
+		prof = []string{"-cpuprofile", profDir}
 	}
-	cmd := exec.Command(self, "-role", role, "-upstream", upstream, "-cpuprofile", profDir)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
+	// Children are stopped when run returns; a child's own failure (such as
+	// a profile it could not write) shows then, and fails the run.
+	var children []*load.Child
+	defer func() {
+		for _, c := range children {
+			err = errors.Join(err, c.Stop())
+		}
+	}()
+	start := func(role string, args ...string) (*load.Child, error) {
+		c, err := load.Start(role, append(append([]string{"-role", role}, args...), prof...)...)
+		if err == nil {
+			children = append(children, c)
+		}
+		return c, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		return nil, fmt.Errorf("starting %s: %w", role, err)
-	}
-	f := strings.Fields(line)
-	if len(f) != 2 {
-		cmd.Process.Kill()
-		return nil, fmt.Errorf("starting %s: got %q", role, line)
-	}
-	return &child{cmd: cmd, stdin: in, addr: f[0], ctrl: f[1]}, nil
-}
-
-func (c *child) stop() {
-	c.stdin.Close()
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		c.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func (c *child) cpu() (int64, error) {
-	res, err := http.Get("http://" + c.ctrl + "/cpu")
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseInt(string(b), 10, 64)
-}
-
-type target struct {
-	name   string
-	url    string
-	header string // Authorization sent by the load generator
-	proc   *child // the process whose CPU is attributed to this target
-	// accumulated over rounds
-	reqs, errs int64
-	elapsed    time.Duration
-	lat        []time.Duration
-	cpu        int64 // µs
-	roundRPS   []float64
-	roundP99   []time.Duration
-}
-
-func run(conns int, dur, warm time.Duration, rounds, maxReq int, profDir string) error {
-	up, err := start("upstream", "", profDir)
+	up, err := start("upstream")
 	if err != nil {
 		return err
 	}
-	defer up.stop()
-	upURL := "http://" + up.addr
-	bare, err := start("bare", upURL, profDir)
+	bare, err := start("bare", "-upstream", up.URL())
 	if err != nil {
 		return err
 	}
-	defer bare.stop()
-	ours, err := start("ours", upURL, profDir)
+	ours, err := start("ours", "-upstream", up.URL())
 	if err != nil {
 		return err
 	}
-	defer ours.stop()
 
-	targets := []*target{
-		{name: "direct", url: upURL + apiPath + "?" + apiQuery, proc: up},
-		{name: "bare", url: "http://" + bare.addr + apiPath + "?" + apiQuery, proc: bare},
-		{name: "ours", url: "http://" + ours.addr + "/v1/proxy/baserow" + apiPath + "?" + apiQuery, header: "Bearer " + appKey, proc: ours},
+	if p.Conns <= 0 {
+		p.Conns = 64 // Plan's default, which the client must match
 	}
-	client := &http.Client{Transport: &http.Transport{
-		MaxIdleConnsPerHost: conns,
-		MaxConnsPerHost:     conns,
-		DisableCompression:  true,
-		IdleConnTimeout:     time.Minute,
-	}}
+	c := load.NewClient(p.Conns)
+	if gen == "raw" {
+		c = load.NewRawClient(p.Conns)
+	}
+	defer c.Close()
+	targets := []*load.Target{
+		{Name: "direct", URL: up.URL() + apiPath, Header: http.Header{"Authorization": {headerVal}}, Proc: up},
+		{Name: "bare", URL: bare.URL() + apiPath, Proc: bare},
+		{Name: "ours", URL: ours.URL() + "/v1/proxy/" + connName + apiPath, Header: http.Header{"Authorization": {"Bearer " + appKey}}, Proc: ours},
+	}
 	for _, t := range targets {
-		if err := sanity(client, t); err != nil {
+		if err := check(ctx, c, t); err != nil {
 			return err
 		}
 	}
 
-	fmt.Printf("%d concurrent keep-alive connections, %d rounds of %s per target (after %s warm-up each), %d-byte responses, GOMAXPROCS default, loopback\n",
-		conns, rounds, dur, warm, bodyLength)
-	for r := 0; r < rounds; r++ {
-		for _, t := range targets {
-			if r == 0 { // connections stay pooled from one round to the next
-				load(client, t, conns, warm, maxReq, false)
-			}
-			c0, err := t.proc.cpu()
-			if err != nil {
-				return err
-			}
-			n, e, el, lat := load(client, t, conns, dur, maxReq, true)
-			c1, err := t.proc.cpu()
-			if err != nil {
-				return err
-			}
-			t.reqs += n
-			t.errs += e
-			t.elapsed += el
-			t.lat = append(t.lat, lat...)
-			t.cpu += c1 - c0
-			slices.Sort(lat)
-			t.roundRPS = append(t.roundRPS, float64(n)/el.Seconds())
-			t.roundP99 = append(t.roundP99, pct(lat, 0.99))
-			fmt.Printf("  round %d %-6s %8.0f req/s  p99 %9s  cpu %5.1f µs/req\n", r+1, t.name, float64(n)/el.Seconds(),
-				pct(lat, 0.99).Round(time.Microsecond), float64(c1-c0)/float64(n))
-		}
+	genDesc := "net/http client"
+	if c.Raw() {
+		genDesc = "raw HTTP/1.1 client"
 	}
-
-	fmt.Printf("\n%-7s %10s %9s %9s %12s %7s\n", "target", "req/s", "p50", "p99", "cpu µs/req", "errors")
-	stats := map[string][3]float64{}
-	for _, t := range targets {
-		slices.Sort(t.lat)
-		rps := float64(t.reqs) / t.elapsed.Seconds()
-		p50, p99 := pct(t.lat, 0.50), pct(t.lat, 0.99)
-		cpu := float64(t.cpu) / float64(t.reqs)
-		stats[t.name] = [3]float64{rps, float64(p99), cpu}
-		label := "(upstream)"
-		if t.name != "direct" {
-			label = "(proxy)"
-		}
-		fmt.Printf("%-7s %10.0f %9s %9s %8.1f %-10s %d\n", t.name, rps, p50.Round(time.Microsecond), p99.Round(time.Microsecond), cpu, label, t.errs)
-	}
-	b, o := stats["bare"], stats["ours"]
-	fmt.Printf("\nours/bare over all rounds: throughput %.3fx (target >= 0.85), p99 %.3fx (target <= 1.2), cpu/req %.3fx\n",
-		o[0]/b[0], o[1]/b[1], o[2]/b[2])
-	// On a shared machine the load of other processes drifts; each round
-	// measures bare and ours back to back, so the per-round ratios, and
-	// their median, are less exposed to that drift than the totals.
-	bt, ot := targets[1], targets[2]
-	var tr, pr []float64
-	for i := range bt.roundRPS {
-		tr = append(tr, ot.roundRPS[i]/bt.roundRPS[i])
-		pr = append(pr, float64(ot.roundP99[i])/float64(bt.roundP99[i]))
-	}
-	fmt.Printf("ours/bare per round: throughput %s (median %.3fx), p99 %s (median %.3fx)\n", ratios(tr), median(tr), ratios(pr), median(pr))
-	return nil
-}
-
-// sanity checks that t answers 200 with the upstream's body, and that a
-// proxy delivered the injected header.
-func sanity(client *http.Client, t *target) error {
-	req, _ := http.NewRequest("GET", t.url, nil)
-	if t.header != "" {
-		req.Header.Set("Authorization", t.header)
-	}
-	res, err := client.Do(req)
+	fmt.Fprintf(w, "GET %s: %d concurrent keep-alive connections (%s), %d rounds of %s per target after %s warm-up\n",
+		apiPath, p.Conns, genDesc, max(p.Rounds, 1), p.Duration, p.Warmup)
+	fmt.Fprintf(w, "answers: %d-byte JSON body; loopback; %d CPUs, GOMAXPROCS %d in each process\n",
+		bodyLength, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	ms, err := p.Run(ctx, c, targets)
 	if err != nil {
-		return fmt.Errorf("%s: %w", t.name, err)
+		return err
 	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	seen := res.Header.Get("X-Auth-Seen")
-	switch {
-	case res.StatusCode != http.StatusOK || len(b) != bodyLength:
-		return fmt.Errorf("%s: got %d with %d bytes, want 200 with %d", t.name, res.StatusCode, len(b), bodyLength)
-	case t.name != "direct" && seen != "token":
-		return fmt.Errorf("%s: upstream saw Authorization %q, want the injected token", t.name, seen)
+	report(w, targets, ms)
+	fmt.Fprintf(w, "connections opened by the load generator in the whole run, warm-ups included: %d\n", c.Dials())
+	if profDir != "" {
+		fmt.Fprintf(w, "CPU profiles (written when the children exit): %s\n", filepath.Join(profDir, "{upstream,bare,ours}.pprof"))
+	}
+	var failed int64
+	for _, m := range ms {
+		failed += load.Summarize(m).Errors
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d requests failed", failed)
 	}
 	return nil
 }
 
-// load runs conns workers against t for d (and at most maxReq requests in
-// all) and returns the requests done, errors, elapsed time and, when keep
-// is set, every latency.
-func load(client *http.Client, t *target, conns int, d time.Duration, maxReq int, keep bool) (int64, int64, time.Duration, []time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	per := maxReq / conns
-	lats := make([][]time.Duration, conns)
-	errs := make([]int64, conns)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < conns; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			req, _ := http.NewRequest("GET", t.url, nil)
-			if t.header != "" {
-				req.Header.Set("Authorization", t.header)
-			}
-			var lat []time.Duration
-			if keep {
-				lat = make([]time.Duration, 0, 1<<14)
-			}
-			for n := 0; n < per && ctx.Err() == nil; n++ {
-				t0 := time.Now()
-				res, err := client.Do(req)
-				if err == nil {
-					_, err = io.Copy(io.Discard, res.Body)
-					res.Body.Close()
-					if err == nil && res.StatusCode != http.StatusOK {
-						err = errors.New(res.Status)
-					}
-				}
-				if err != nil {
-					errs[i]++
-					continue
-				}
-				if keep {
-					lat = append(lat, time.Since(t0))
-				}
-			}
-			lats[i] = lat
-		}(i)
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	var all []time.Duration
-	var e int64
-	for i := range lats {
-		all = append(all, lats[i]...)
-		e += errs[i]
-	}
-	return int64(len(all)), e, elapsed, all
-}
-
-func ratios(xs []float64) string {
-	var b strings.Builder
-	for i, x := range xs {
-		if i > 0 {
-			b.WriteString(" ")
+// check fetches t once and checks that the answer is the upstream's page:
+// for a proxy, that it injected the token's header, without which the
+// upstream answers 401.
+func check(ctx context.Context, c *load.Client, t *load.Target) error {
+	a, err := load.Fetch(ctx, c, t)
+	if err != nil {
+		if a != nil {
+			return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(a.Body)))
 		}
-		fmt.Fprintf(&b, "%.2f", x)
+		return err
 	}
-	return b.String()
+	if len(a.Body) != bodyLength {
+		return fmt.Errorf("target %s: answered %d bytes, want the upstream's %d", t.Name, len(a.Body), bodyLength)
+	}
+	return nil
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
+// report writes the medians over rounds of each target, then the ours/bare
+// ratios; targets must be direct, bare and ours, in that order.
+func report(w io.Writer, targets []*load.Target, ms [][]*load.Measurement) {
+	fmt.Fprintf(w, "\nmedians over rounds (pooled over all rounds in brackets); cpu and allocs are the serving process's own\n")
+	fmt.Fprintf(w, "%-6s %-9s %17s %21s %21s %11s %11s %11s %7s %6s\n", "target", "process", "req/s", "p50", "p99",
+		"cpu µs/req", "allocs/req", "gen µs/req", "errors", "dials")
+	sums := make([]load.Summary, len(targets))
+	for i, t := range targets {
+		s := load.Summarize(ms[i])
+		sums[i] = s
+		proc := "proxy"
+		if t.Name == "direct" {
+			proc = "upstream"
+		}
+		fmt.Fprintf(w, "%-6s %-9s %8.0f [%6.0f] %9s [%9s] %9s [%9s] %11.1f %11.1f %11.1f %7d %6d\n", t.Name, proc,
+			s.Rate, s.PooledRate, us(s.P50), us(s.PooledP50), us(s.P99), us(s.PooledP99),
+			micros(s.CPUPerRequest), s.AllocsPerRequest, micros(s.GeneratorCPUPerRequest), s.Errors, s.Dials)
 	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	fmt.Fprintf(w, "gen µs/req is the load generator's; dials counts its connections opened during measured windows (0: keep-alive held)\n")
+
+	b, o := ms[1], ms[2]
+	rate := load.RoundRatios(o, b, load.RateOf)
+	p99 := load.RoundRatios(o, b, load.P99Of)
+	cpu := load.RoundRatios(o, b, load.CPUOf)
+	verdict := map[bool]string{true: "met", false: "MISSED"}
+	fmt.Fprintf(w, "\nours/bare, per round and median (each round measures both back to back):\n")
+	fmt.Fprintf(w, "  throughput %.2f  median %.3f×  (target ≥ %.2f×: %s)\n", rate, load.Median(rate), wantRate, verdict[load.Median(rate) >= wantRate])
+	fmt.Fprintf(w, "  p99        %.2f  median %.3f×  (target ≤ %.2f×: %s)\n", p99, load.Median(p99), wantP99, verdict[load.Median(p99) <= wantP99])
+	sb, so := sums[1], sums[2]
+	fmt.Fprintf(w, "  cpu/req    %.2f  median %.3f×  (medians: %+.1f µs/req)\n", cpu, load.Median(cpu),
+		micros(so.CPUPerRequest-sb.CPUPerRequest))
+	fmt.Fprintf(w, "ours/bare pooled over all rounds: throughput %.3f×, p99 %.3f×\n",
+		so.PooledRate/sb.PooledRate, float64(so.PooledP99)/float64(sb.PooledP99))
 }
 
-func pct(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted)-1) * p)
-	return sorted[i]
-}
+func us(d time.Duration) string { return d.Round(time.Microsecond).String() }
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
