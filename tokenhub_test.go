@@ -21,6 +21,21 @@ func loginProvider() *tokenhub.Provider {
 	}
 }
 
+// checkField fails t unless err is nil for an empty field, or else an
+// EINVALID error whose message starts by naming field.
+func checkField(t *testing.T, err error, field string) {
+	t.Helper()
+	if field == "" {
+		if err != nil {
+			t.Fatalf("Validate() = %v, want nil", err)
+		}
+		return
+	}
+	if tokenhub.ErrorCode(err) != tokenhub.EINVALID || !strings.HasPrefix(tokenhub.ErrorMessage(err), field+":") {
+		t.Fatalf("Validate() = %v, want invalid naming %q first", err, field)
+	}
+}
+
 func TestProviderValidate(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -55,16 +70,7 @@ func TestProviderValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := loginProvider()
 			tt.edit(p)
-			err := p.Validate()
-			if tt.field == "" {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			if tokenhub.ErrorCode(err) != tokenhub.EINVALID || !strings.HasPrefix(tokenhub.ErrorMessage(err), tt.field+":") {
-				t.Fatalf("Validate() = %v, want invalid naming %q first", err, tt.field)
-			}
+			checkField(t, p.Validate(), tt.field)
 		})
 	}
 }
@@ -101,16 +107,7 @@ func TestConnectionConfigValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.cfg.Validate(tt.p)
-			if tt.field == "" {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			if tokenhub.ErrorCode(err) != tokenhub.EINVALID || !strings.HasPrefix(tokenhub.ErrorMessage(err), tt.field+":") {
-				t.Fatalf("Validate() = %v, want invalid naming %q first", err, tt.field)
-			}
+			checkField(t, tt.cfg.Validate(tt.p), tt.field)
 		})
 	}
 }
