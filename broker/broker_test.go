@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,8 @@ import (
 	"github.com/tokenhub/tokenhub/broker"
 	"github.com/tokenhub/tokenhub/demo"
 	"github.com/tokenhub/tokenhub/internal/clock"
+	"github.com/tokenhub/tokenhub/internal/logtest"
+	"github.com/tokenhub/tokenhub/internal/poll"
 	"github.com/tokenhub/tokenhub/internal/seal"
 	"github.com/tokenhub/tokenhub/sqlite"
 )
@@ -33,7 +36,7 @@ type env struct {
 	key   []byte
 	st    *sqlite.Store
 	b     *broker.Broker
-	logs  *syncBuffer
+	logs  *logtest.Buffer
 	owner string
 	// rand is the broker's source of jitter; a constant 0.5 (no jitter)
 	// when nil.
@@ -54,7 +57,7 @@ func newEnvRand(t *testing.T, rnd func() float64) *env {
 func newEnvWith(t *testing.T, setup func(*env)) *env {
 	t.Helper()
 	e := &env{t: t, clk: clock.NewFake(epoch), path: filepath.Join(t.TempDir(), "tokenhub.db"),
-		key: bytes.Repeat([]byte{7}, 32), logs: &syncBuffer{}, owner: "test-owner"}
+		key: bytes.Repeat([]byte{7}, 32), logs: &logtest.Buffer{}, owner: "test-owner"}
 	if setup != nil {
 		setup(e)
 	}
@@ -139,13 +142,7 @@ func (e *env) conn(name string) *tokenhub.Connection {
 // their effects arrive asynchronously even under the fake clock.
 func (e *env) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	poll.Until(e.t, what, cond)
 }
 
 func (e *env) waitState(name string, want tokenhub.State) *tokenhub.Connection {
@@ -170,32 +167,6 @@ func (e *env) events(name string) []tokenhub.EventType {
 		out = append(out, evs[i].Type)
 	}
 	return out
-}
-
-func hasEvent(evs []tokenhub.EventType, t tokenhub.EventType) bool {
-	for _, e := range evs {
-		if e == t {
-			return true
-		}
-	}
-	return false
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // baserow is a demo (Baserow-compatible) provider with a gate that can hold
@@ -231,6 +202,29 @@ func newBaserow(t *testing.T, clk *clock.Fake, ttl time.Duration) *baserow {
 
 func (br *baserow) config() tokenhub.ConnectionConfig { return demo.ConnectionConfig(br.srv.URL) }
 
+// holdRefreshes makes refresh requests wait at the provider, as a slow
+// provider's would, until release is called.
+func (br *baserow) holdRefreshes() (release func()) {
+	gate := make(chan struct{})
+	br.hold.Store(&gate)
+	return func() {
+		br.hold.Store(nil)
+		close(gate)
+	}
+}
+
+// healthyBaserow starts a demo Baserow whose access tokens last a minute,
+// adds the demo provider and a connection "baserow" to it, and waits until
+// the connection holds its first token. It returns the provider and the
+// connection as stored then.
+func (e *env) healthyBaserow() (*baserow, *tokenhub.Connection) {
+	e.t.Helper()
+	idp := newBaserow(e.t, e.clk, time.Minute)
+	e.putProvider(demo.Provider())
+	e.put("baserow", idp.config())
+	return idp, e.waitState("baserow", tokenhub.StateHealthy)
+}
+
 func TestObtainsAtOnceAndServes(t *testing.T) {
 	e := newEnv(t)
 	idp := newBaserow(t, e.clk, time.Minute)
@@ -255,7 +249,7 @@ func TestObtainsAtOnceAndServes(t *testing.T) {
 	if cur.HeaderName != "Authorization" || cur.HeaderValue != "JWT "+c.Token.AccessToken {
 		t.Fatalf("header = %s: %q, want Authorization: JWT <stored token>", cur.HeaderName, cur.HeaderValue)
 	}
-	if got, want := e.events("baserow"), []tokenhub.EventType{tokenhub.EventCreated, tokenhub.EventObtained}; !equalEvents(got, want) {
+	if got, want := e.events("baserow"), []tokenhub.EventType{tokenhub.EventCreated, tokenhub.EventObtained}; !slices.Equal(got, want) {
 		t.Fatalf("events = %v, want %v", got, want)
 	}
 	if logs := e.logs.String(); strings.Contains(logs, c.Token.AccessToken) || strings.Contains(logs, demo.DefaultPassword) {
@@ -263,24 +257,9 @@ func TestObtainsAtOnceAndServes(t *testing.T) {
 	}
 }
 
-func equalEvents(a, b []tokenhub.EventType) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestRefreshAheadWithoutBlockingReaders(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	c := e.waitState("baserow", tokenhub.StateHealthy)
+	idp, c := e.healthyBaserow()
 	old := c.Token.AccessToken
 
 	// 75% of 60 s, no jitter (Rand is 0.5), and 10 s before expiry at the latest.
@@ -290,8 +269,7 @@ func TestRefreshAheadWithoutBlockingReaders(t *testing.T) {
 
 	// Hold the refresh in flight, and read meanwhile with a context that is
 	// already cancelled: a reader that had to wait would get its error.
-	gate := make(chan struct{})
-	idp.hold.Store(&gate)
+	release := idp.holdRefreshes()
 	e.clk.Advance(45 * time.Second)
 	e.waitFor("refresh request to arrive", func() bool { return idp.refreshes.Load() == 1 })
 	done, cancel := context.WithCancel(context.Background())
@@ -305,8 +283,7 @@ func TestRefreshAheadWithoutBlockingReaders(t *testing.T) {
 			t.Fatal("reader got a token that is not stored yet")
 		}
 	}
-	idp.hold.Store(nil)
-	close(gate)
+	release()
 
 	e.waitFor("new token", func() bool {
 		cur, err := e.b.Token(context.Background(), "acme", "baserow")
@@ -330,13 +307,9 @@ func TestRefreshAheadWithoutBlockingReaders(t *testing.T) {
 
 func TestThousandReadersAtExpiryShareOneRequest(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	e.waitState("baserow", tokenhub.StateHealthy)
+	idp, _ := e.healthyBaserow()
 
-	gate := make(chan struct{})
-	idp.hold.Store(&gate)
+	release := idp.holdRefreshes()
 	// Jump past expiry: the scheduled refresh starts and is held at the
 	// provider; the token is withdrawn, so every reader must wait.
 	e.clk.Advance(61 * time.Second)
@@ -359,8 +332,7 @@ func TestThousandReadersAtExpiryShareOneRequest(t *testing.T) {
 		})
 	}
 	e.waitFor("readers to start", func() bool { return waiting.Load() == readers })
-	idp.hold.Store(nil)
-	close(gate)
+	release()
 	wg.Wait()
 	close(errs)
 	close(tokens)
@@ -381,13 +353,9 @@ func TestThousandReadersAtExpiryShareOneRequest(t *testing.T) {
 
 func TestCancelledReaderDoesNotCancelSharedRefresh(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	e.waitState("baserow", tokenhub.StateHealthy)
+	idp, _ := e.healthyBaserow()
 
-	gate := make(chan struct{})
-	idp.hold.Store(&gate)
+	release := idp.holdRefreshes()
 	e.clk.Advance(61 * time.Second)
 	e.waitFor("refresh request to arrive", func() bool { return idp.refreshes.Load() == 1 })
 
@@ -401,8 +369,7 @@ func TestCancelledReaderDoesNotCancelSharedRefresh(t *testing.T) {
 	if err := <-got; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled reader got %v, want context.Canceled", err)
 	}
-	idp.hold.Store(nil)
-	close(gate)
+	release()
 	// The shared refresh went on and its token is served.
 	cur, err := e.b.Token(context.Background(), "acme", "baserow")
 	if err != nil {
@@ -418,10 +385,7 @@ func TestCancelledReaderDoesNotCancelSharedRefresh(t *testing.T) {
 
 func TestTransientFailureBacksOffAndServesOldToken(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	c := e.waitState("baserow", tokenhub.StateHealthy)
+	idp, c := e.healthyBaserow()
 	old := c.Token.AccessToken
 
 	idp.FailNext(2, http.StatusServiceUnavailable, "")
@@ -453,7 +417,7 @@ func TestTransientFailureBacksOffAndServesOldToken(t *testing.T) {
 	}
 	evs := e.events("baserow")
 	for _, want := range []tokenhub.EventType{tokenhub.EventDegraded, tokenhub.EventRetried, tokenhub.EventRecovered} {
-		if !hasEvent(evs, want) {
+		if !slices.Contains(evs, want) {
 			t.Fatalf("events %v lack %s", evs, want)
 		}
 	}
@@ -461,10 +425,7 @@ func TestTransientFailureBacksOffAndServesOldToken(t *testing.T) {
 
 func TestNeverHandsOutExpiredToken(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	e.waitState("baserow", tokenhub.StateHealthy)
+	idp, _ := e.healthyBaserow()
 
 	idp.FailNext(1000, http.StatusBadGateway, "")
 	// Step to just past expiry; every scheduled retry on the way fails.
@@ -516,10 +477,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 
 func TestRefusedRefreshLogsInAgain(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	e.waitState("baserow", tokenhub.StateHealthy)
+	idp, _ := e.healthyBaserow()
 
 	idp.RevokeRefreshTokens()
 	e.clk.Advance(45 * time.Second)
@@ -528,7 +486,7 @@ func TestRefusedRefreshLogsInAgain(t *testing.T) {
 	if idp.Counts().TokenRefresh != 1 {
 		t.Fatalf("refresh calls = %d, want 1", idp.Counts().TokenRefresh)
 	}
-	if !hasEvent(e.events("baserow"), tokenhub.EventRelogin) {
+	if !slices.Contains(e.events("baserow"), tokenhub.EventRelogin) {
 		t.Fatalf("events %v lack relogin", e.events("baserow"))
 	}
 	if !c.Token.Valid(e.clk.Now()) {
@@ -575,10 +533,7 @@ func TestWrongPasswordNeedsReauth(t *testing.T) {
 
 func TestRestartKeepsTokensWithoutFetching(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	before := e.waitState("baserow", tokenhub.StateHealthy)
+	idp, before := e.healthyBaserow()
 
 	e.restart()
 	cur, err := e.b.Token(context.Background(), "acme", "baserow")
@@ -598,10 +553,7 @@ func TestRestartKeepsTokensWithoutFetching(t *testing.T) {
 
 func TestRestartTakesOverInterruptedRefresh(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	c := e.waitState("baserow", tokenhub.StateHealthy)
+	_, c := e.healthyBaserow()
 
 	// Simulate a crash after the lease was written and before the result was:
 	// take the lease as this owner and stop without releasing it.
@@ -611,7 +563,7 @@ func TestRestartTakesOverInterruptedRefresh(t *testing.T) {
 	}
 	e.b = nil
 	e.restart()
-	e.waitFor("takeover", func() bool { return hasEvent(e.events("baserow"), tokenhub.EventInterrupted) })
+	e.waitFor("takeover", func() bool { return slices.Contains(e.events("baserow"), tokenhub.EventInterrupted) })
 	c = e.waitState("baserow", tokenhub.StateHealthy)
 	if c.Status.RefreshCount != 2 {
 		t.Fatalf("refresh count = %d, want 2 (the interrupted refresh was redone)", c.Status.RefreshCount)
@@ -620,10 +572,7 @@ func TestRestartTakesOverInterruptedRefresh(t *testing.T) {
 
 func TestWrongKeyFailsClearly(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	e.waitState("baserow", tokenhub.StateHealthy)
+	e.healthyBaserow()
 	e.close()
 
 	keys, err := seal.NewKeyring(bytes.Repeat([]byte{9}, 32))
@@ -650,10 +599,7 @@ func TestWrongKeyFailsClearly(t *testing.T) {
 
 func TestConfigChangeObtainsNewToken(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	c := e.waitState("baserow", tokenhub.StateHealthy)
+	idp, c := e.healthyBaserow()
 	old := c.Token.AccessToken
 
 	cfg := idp.config()
@@ -664,17 +610,14 @@ func TestConfigChangeObtainsNewToken(t *testing.T) {
 	if c.Token.AccessToken == old {
 		t.Fatal("token not replaced after the config changed")
 	}
-	if !hasEvent(e.events("baserow"), tokenhub.EventConfigChanged) {
+	if !slices.Contains(e.events("baserow"), tokenhub.EventConfigChanged) {
 		t.Fatalf("events %v lack config_changed", e.events("baserow"))
 	}
 }
 
 func TestForcedRefreshJoinsRunningFlight(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	e.waitState("baserow", tokenhub.StateHealthy)
+	idp, _ := e.healthyBaserow()
 
 	// A forced refresh joins any flight still finishing; start from none.
 	if _, err := e.b.Refresh(context.Background(), "acme", "baserow"); err != nil {
@@ -682,8 +625,7 @@ func TestForcedRefreshJoinsRunningFlight(t *testing.T) {
 	}
 	base := idp.refreshes.Load()
 
-	gate := make(chan struct{})
-	idp.hold.Store(&gate)
+	release := idp.holdRefreshes()
 	first := make(chan error, 1)
 	go func() {
 		_, err := e.b.Refresh(context.Background(), "acme", "baserow")
@@ -701,8 +643,7 @@ func TestForcedRefreshJoinsRunningFlight(t *testing.T) {
 			t.Fatalf("Refresh during a flight = %v, want it to wait for that flight", err)
 		}
 	}
-	idp.hold.Store(nil)
-	close(gate)
+	release()
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
@@ -726,10 +667,7 @@ func TestUnknownConnection(t *testing.T) {
 
 func TestDeleteForgetsConnection(t *testing.T) {
 	e := newEnv(t)
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	e.waitState("baserow", tokenhub.StateHealthy)
+	idp, _ := e.healthyBaserow()
 	if err := e.st.DeleteConnection(context.Background(), "acme", "baserow"); err != nil {
 		t.Fatal(err)
 	}

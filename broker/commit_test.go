@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/tokenhub/tokenhub/broker"
 	"github.com/tokenhub/tokenhub/demo"
 	"github.com/tokenhub/tokenhub/grant"
+	"github.com/tokenhub/tokenhub/internal/logtest"
 	"github.com/tokenhub/tokenhub/internal/providertest"
 )
 
@@ -40,7 +42,7 @@ func TestNewTokenIsStoredBeforeHandedOut(t *testing.T) {
 	e.b.Close() // this test runs its own broker, on a store that can refuse
 	e.b = nil
 	st := &refusingStore{Store: e.st}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	b := broker.New(broker.Options{Store: st, Clock: e.clk, Owner: "refusing",
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Rand: func() float64 { return 0.5 }})
 	if err := b.Open(context.Background()); err != nil {
@@ -146,7 +148,7 @@ func TestRefusedRefreshRereadsStoredToken(t *testing.T) {
 	if c.Status.State != tokenhub.StateHealthy || c.Token.AccessToken != fresh.Token.AccessToken {
 		t.Fatalf("stored state %s, same token %v; want healthy with the other replica's token", c.Status.State, c.Token.AccessToken == fresh.Token.AccessToken)
 	}
-	if hasEvent(e.events("api"), tokenhub.EventNeedsReauth) {
+	if slices.Contains(e.events("api"), tokenhub.EventNeedsReauth) {
 		t.Fatalf("events %v: the connection was declared broken", e.events("api"))
 	}
 	if srv.Counts().RefreshToken != 3 {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestRotatedRefreshTokenIsStoredAndUsed(t *testing.T) {
 	if c.Token.RefreshToken == rt1 {
 		t.Fatal("rotated refresh token not stored")
 	}
-	if !hasEvent(e.events("api"), tokenhub.EventRotated) {
+	if !slices.Contains(e.events("api"), tokenhub.EventRotated) {
 		t.Fatalf("events %v lack rotated", e.events("api"))
 	}
 }
@@ -106,7 +107,7 @@ func TestInvalidGrantWithoutCredentialsNeedsReauth(t *testing.T) {
 			t.Fatalf("error %q does not mention %q", tokenhub.ErrorMessage(err), want)
 		}
 	}
-	if !hasEvent(e.events("api"), tokenhub.EventNeedsReauth) {
+	if !slices.Contains(e.events("api"), tokenhub.EventNeedsReauth) {
 		t.Fatalf("events %v lack needs_reauth", e.events("api"))
 	}
 }
@@ -188,14 +189,14 @@ func TestWarnsBeforeRefreshTokenDies(t *testing.T) {
 	if !c.Token.RefreshExpiresAt.Before(c.Status.NextRefreshAt) {
 		t.Fatalf("the test needs the refresh token (%v) to die before the next refresh (%v)", c.Token.RefreshExpiresAt, c.Status.NextRefreshAt)
 	}
-	if !hasEvent(e.events("seeded"), tokenhub.EventRefreshExpiring) {
+	if !slices.Contains(e.events("seeded"), tokenhub.EventRefreshExpiring) {
 		t.Fatalf("events %v lack %s", e.events("seeded"), tokenhub.EventRefreshExpiring)
 	}
 	if !strings.Contains(e.logs.String(), "the refresh token expires before the next refresh") {
 		t.Fatalf("no warning in the log:\n%s", e.logs.String())
 	}
 	e.waitState("password", tokenhub.StateHealthy)
-	if hasEvent(e.events("password"), tokenhub.EventRefreshExpiring) {
+	if slices.Contains(e.events("password"), tokenhub.EventRefreshExpiring) {
 		t.Fatalf("a connection that can log in again warns of its refresh token: %v", e.events("password"))
 	}
 
@@ -241,7 +242,7 @@ func TestTimeoutDegradesAndServesOldToken(t *testing.T) {
 	}
 	e.clk.Set(c.Status.NextRefreshAt)
 	c = e.waitState("api", tokenhub.StateHealthy)
-	if c.Token.AccessToken == old || !hasEvent(e.events("api"), tokenhub.EventRecovered) {
+	if c.Token.AccessToken == old || !slices.Contains(e.events("api"), tokenhub.EventRecovered) {
 		t.Fatalf("after the retry: renewed %v, events %v; want a new token and recovered", c.Token.AccessToken != old, e.events("api"))
 	}
 }

@@ -78,10 +78,8 @@ func TestShutdownKeepsRotatedRefreshToken(t *testing.T) {
 func TestShutdownLetsRunningRefreshFinish(t *testing.T) {
 	g := &gatedGranter{waiting: make(chan struct{}), gate: make(chan struct{})}
 	e := newEnvWith(t, func(e *env) { g.Now = e.clk.Now; e.grant = g })
-	idp := newBaserow(t, e.clk, time.Minute)
-	e.putProvider(demo.Provider())
-	e.put("baserow", idp.config())
-	old := e.waitState("baserow", tokenhub.StateHealthy).Token.AccessToken
+	idp, before := e.healthyBaserow()
+	old := before.Token.AccessToken
 	// A broken connection: its readers fail at once without a flight, until
 	// the shutdown marks it, which makes the shutdown's progress visible.
 	broken := idp.config()

@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -44,8 +43,7 @@ func tokenhubForExamples() (url, adminKey, appKey string, stop func()) {
 	dir, err := os.MkdirTemp("", "tokenhub-example")
 	must(err)
 	stops = append(stops, func() { os.RemoveAll(dir) })
-	key := make([]byte, 32)
-	_, err = rand.Read(key)
+	key, err := seal.NewKey()
 	must(err)
 	keys, err := seal.NewKeyring(key)
 	must(err)

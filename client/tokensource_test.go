@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +19,7 @@ import (
 	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/demo"
 	"github.com/tokenhub/tokenhub/internal/clock"
+	"github.com/tokenhub/tokenhub/internal/poll"
 	"github.com/tokenhub/tokenhub/internal/seal"
 	"github.com/tokenhub/tokenhub/proxy"
 	"github.com/tokenhub/tokenhub/server"
@@ -54,8 +54,8 @@ func newSDKStack(t testing.TB, accessTTL time.Duration) *sdkStack {
 	t.Helper()
 	start := time.Now().Truncate(time.Second)
 	s := &sdkStack{Server: clock.NewFake(start), SDK: clock.NewFake(start)}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	key, err := seal.NewKey()
+	if err != nil {
 		t.Fatal(err)
 	}
 	keys, err := seal.NewKeyring(key)
@@ -123,7 +123,7 @@ func (s *sdkStack) putConnection(t testing.TB, name, password string) {
 func (s *sdkStack) advanceServer(t testing.TB, at time.Time) {
 	t.Helper()
 	s.Server.Set(at)
-	sdkWaitFor(t, "the broker's due refreshes", func() bool {
+	poll.Until(t, "the broker's due refreshes", func() bool {
 		v, err := s.Admin.Connection(context.Background(), "acme", "baserow")
 		if err != nil {
 			t.Fatal(err)
@@ -151,19 +151,6 @@ func (c *callCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 		c.refresh.Add(1)
 	}
 	return c.base.RoundTrip(r)
-}
-
-// sdkWaitFor polls cond until it holds, failing the test after a generous
-// deadline.
-func sdkWaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // cacheDeadline is when the SDK stops handing out a token that expires at
@@ -350,7 +337,7 @@ func TestTokenSourceErrors(t *testing.T) {
 	// Fixing the credentials fixes the source: the error was not cached.
 	calls := s.Calls.token.Load()
 	s.putConnection(t, "broken", demo.DefaultPassword)
-	sdkWaitFor(t, "the repaired connection's token", func() bool {
+	poll.Until(t, "the repaired connection's token", func() bool {
 		v, err := s.Admin.Connection(ctx, "acme", "broken")
 		return err == nil && v.HasToken
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/tokenhub/tokenhub"
 	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/poll"
 )
 
 // TestTransportInjectsHeader: requests to the demo's rows endpoint carry
@@ -348,7 +349,7 @@ func TestTransportErrors(t *testing.T) {
 	}
 	resp.Body.Close()
 	s.putConnection(t, "flaky", "a-wrong-password-5678")
-	sdkWaitFor(t, "the connection to need re-authorisation", func() bool {
+	poll.Until(t, "the connection to need re-authorisation", func() bool {
 		v, err := s.Admin.Connection(context.Background(), "acme", "flaky")
 		return err == nil && v.State == tokenhub.StateNeedsReauth
 	})

@@ -278,24 +278,7 @@ func (s *Server) handleTokenAuth(w http.ResponseWriter, body map[string]string) 
 		writeError(w, http.StatusUnauthorized, "ERROR_INVALID_CREDENTIALS", "No active account found with the given credentials.")
 		return
 	}
-	now := s.now()
-	access, err := s.sign(s.access, "access", u, now, s.accessTTL)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "ERROR_SERVER", "Internal server error.")
-		return
-	}
-	refresh, err := s.sign(s.refresh, "refresh", u, now, s.refreshTTL)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "ERROR_SERVER", "Internal server error.")
-		return
-	}
-	s.log.Info("demo: login", "email", u.email, "access_expires_in", s.accessTTL)
-	fakeidp.WriteJSON(w, http.StatusOK, map[string]any{
-		"user":          userJSON(u),
-		"access_token":  access,
-		"refresh_token": refresh,
-		"token":         access, // Baserow's deprecated alias of access_token
-	})
+	s.writeTokens(w, u, s.now(), "demo: login", true /* with a refresh token */)
 }
 
 func (s *Server) handleTokenRefresh(w http.ResponseWriter, body map[string]string) {
@@ -310,17 +293,32 @@ func (s *Server) handleTokenRefresh(w http.ResponseWriter, body map[string]strin
 		writeError(w, http.StatusUnauthorized, "ERROR_INVALID_REFRESH_TOKEN", "Refresh token is expired or invalid.")
 		return
 	}
+	s.writeTokens(w, u, now, "demo: refresh", false /* keep the refresh token */)
+}
+
+// writeTokens answers a login or a refresh of u as Baserow does: the user, a
+// new access token (also as "token", Baserow's deprecated alias of
+// access_token) and, for a login (withRefresh), a new refresh token; a
+// refresh keeps the refresh token it was given. event is the log message.
+// A token that cannot be signed is answered as Baserow's 500.
+func (s *Server) writeTokens(w http.ResponseWriter, u user, now time.Time, event string, withRefresh bool) {
+	body := map[string]any{"user": userJSON(u)}
 	access, err := s.sign(s.access, "access", u, now, s.accessTTL)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "ERROR_SERVER", "Internal server error.")
 		return
 	}
-	s.log.Info("demo: refresh", "email", u.email, "access_expires_in", s.accessTTL)
-	fakeidp.WriteJSON(w, http.StatusOK, map[string]any{
-		"user":         userJSON(u),
-		"access_token": access,
-		"token":        access,
-	})
+	body["access_token"], body["token"] = access, access
+	if withRefresh {
+		refresh, err := s.sign(s.refresh, "refresh", u, now, s.refreshTTL)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "ERROR_SERVER", "Internal server error.")
+			return
+		}
+		body["refresh_token"] = refresh
+	}
+	s.log.Info(event, "email", u.email, "access_expires_in", s.accessTTL)
+	fakeidp.WriteJSON(w, http.StatusOK, body)
 }
 
 func (s *Server) handleRowsList(w http.ResponseWriter, r *http.Request, tableID string) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/demo"
 	"github.com/tokenhub/tokenhub/internal/clock"
+	"github.com/tokenhub/tokenhub/internal/poll"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -436,18 +437,6 @@ func TestMalformedNext(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestHang(t *testing.T) {
 	f := newFixture(t, demo.Options{})
 	f.srv.Hang(1)
@@ -463,7 +452,7 @@ func TestHang(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitFor(t, "the hanging request to arrive", func() bool { return f.srv.Counts().TokenAuth == 1 && f.srv.Pending() == 0 })
+	poll.Until(t, "the hanging request to arrive", func() bool { return f.srv.Counts().TokenAuth == 1 && f.srv.Pending() == 0 })
 	select {
 	case err := <-done:
 		t.Fatalf("the request returned before its context ended: %v", err)
@@ -483,7 +472,7 @@ func TestHang(t *testing.T) {
 			r := f.postJSON(t, demo.PathTokenAuth, map[string]string{"email": demo.DefaultEmail, "password": demo.DefaultPassword})
 			done <- r.status
 		}()
-		waitFor(t, "the hanging request to arrive", func() bool { return f.srv.Counts().TokenAuth == 3 && f.srv.Pending() == 0 })
+		poll.Until(t, "the hanging request to arrive", func() bool { return f.srv.Counts().TokenAuth == 3 && f.srv.Pending() == 0 })
 		f.srv.Release()
 		if got := <-done; got != http.StatusServiceUnavailable {
 			t.Errorf("released request: %d, want 503", got)

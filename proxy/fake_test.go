@@ -12,10 +12,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"text/template"
-	"time"
 
 	"github.com/tokenhub/tokenhub"
 	"github.com/tokenhub/tokenhub/broker"
+	"github.com/tokenhub/tokenhub/internal/logtest"
 	"github.com/tokenhub/tokenhub/proxy"
 	"github.com/tokenhub/tokenhub/server"
 )
@@ -181,29 +181,10 @@ func front(h *proxy.Handler) http.Handler {
 	})
 }
 
-// logBuffer is a slog handler target that tests read back, to check that no
-// secret was ever logged.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // newLogger returns a debug-level logger into a buffer, and registers a
 // cleanup that fails the test when any of secrets shows up in it.
 func newLogger(t *testing.T, secrets ...string) *slog.Logger {
-	lb := &logBuffer{}
+	lb := &logtest.Buffer{}
 	t.Cleanup(func() {
 		out := lb.String()
 		for _, s := range append(secrets, keyWS1, keyWS2, "tok-") {
@@ -213,16 +194,4 @@ func newLogger(t *testing.T, secrets ...string) *slog.Logger {
 		}
 	})
 	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// waitFor polls cond every few milliseconds until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

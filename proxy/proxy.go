@@ -33,6 +33,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenhub/tokenhub"
@@ -107,6 +108,7 @@ type Handler struct {
 	buffers    httputil.BufferPool
 	maxReplay  int64
 	hdrTimeout time.Duration
+	exchanges  sync.Pool // of *exchange; see newExchange
 }
 
 // New returns a Handler configured by o. It panics when o.Tokens is nil,
@@ -130,7 +132,7 @@ func New(o Options) *Handler {
 	if o.Transport == nil {
 		o.Transport = newTransport(o.DialTimeout, o.ResponseHeaderTimeout)
 	}
-	return &Handler{
+	h := &Handler{
 		tokens:    o.Tokens,
 		transport: o.Transport,
 		log:       o.Logger,
@@ -141,6 +143,8 @@ func New(o Options) *Handler {
 		maxReplay:  o.MaxReplayBody,
 		hdrTimeout: o.ResponseHeaderTimeout,
 	}
+	h.exchanges.New = func() any { return h.newExchange() }
+	return h
 }
 
 // ServeProxy forwards r to the upstream of connection conn in workspace ws
@@ -182,26 +186,24 @@ func (h *Handler) ServeProxy(w http.ResponseWriter, r *http.Request, ws, conn, p
 		return
 	}
 
-	x := &exchange{h: h, ws: ws, conn: conn, cur: cur, target: target(up.BaseURL, path, dec, r.URL.RawQuery)}
+	var body []byte
+	replayable := false
 	switch {
 	case r.ContentLength == 0:
-		x.replayable = true
+		replayable = true
 	case r.ContentLength > 0 && r.ContentLength <= h.maxReplay:
 		// Kept whole so that a 401 can be retried with the same body.
-		x.body = make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, x.body); err != nil {
+		body = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
 			writeError(w, tokenhub.Errorf(tokenhub.EINVALID, "reading the request body: %v", err))
 			return
 		}
-		x.replayable = true
+		replayable = true
 	}
-	x.rp = httputil.ReverseProxy{
-		Rewrite:      x.rewrite,
-		Transport:    x,
-		BufferPool:   h.buffers,
-		ErrorHandler: x.handleError,
-		ErrorLog:     h.errLog,
-	}
+	x := h.exchanges.Get().(*exchange)
+	defer x.release()
+	x.ws, x.conn, x.cur, x.body, x.replayable = ws, conn, cur, body, replayable
+	x.target = target(up.BaseURL, path, dec, r.URL.RawQuery)
 	x.rp.ServeHTTP(w, r)
 }
 
@@ -217,9 +219,11 @@ func (h *Handler) fail(w http.ResponseWriter, ws, conn, doing string, err error)
 // and the query added. The path has passed checkPath, so the result stays
 // under base's path, on base's scheme, host and port. The query is the app's
 // raw query, not ReverseProxy's cleaned copy: the proxy does not interpret
-// it, so the upstream sees what the app sent.
-func target(base *url.URL, raw, dec, query string) *url.URL {
-	u := &url.URL{Scheme: base.Scheme, Host: base.Host, Path: base.Path, RawPath: base.RawPath, RawQuery: base.RawQuery}
+// it, so the upstream sees what the app sent. It returns a value, which
+// rewrite copies into the outgoing request's own URL (a copy ReverseProxy
+// has already made), so that a request allocates no URL of its own.
+func target(base *url.URL, raw, dec, query string) url.URL {
+	u := url.URL{Scheme: base.Scheme, Host: base.Host, Path: base.Path, RawPath: base.RawPath, RawQuery: base.RawQuery}
 	if raw != "" {
 		u.Path = strings.TrimSuffix(u.Path, "/") + dec
 		if base.RawPath != "" || raw != dec {
@@ -238,14 +242,42 @@ func target(base *url.URL, raw, dec, query string) *url.URL {
 
 // exchange is one proxied request: the ReverseProxy that serves it and the
 // state its 401 retry needs. It is the RoundTripper of its own ReverseProxy.
+//
+// Exchanges are pooled (Handler.exchanges): the ReverseProxy's Rewrite and
+// ErrorHandler are method values bound to the exchange, and building them,
+// with the exchange itself, cost three allocations per request. An exchange
+// is used by one request at a time, from ServeProxy until ServeHTTP returns:
+// ReverseProxy calls Rewrite, RoundTrip and ErrorHandler only before then,
+// and nothing that outlives the request (such as a transport still writing
+// the request body) refers to the exchange; release clears the per-request
+// fields so that a pooled exchange holds no token.
 type exchange struct {
 	h          *Handler
 	ws, conn   string
 	cur        *broker.Current // the token sent on the latest attempt
-	target     *url.URL
+	target     url.URL
 	body       []byte // the kept request body, when it had a length ≤ maxReplay
 	replayable bool   // no body, or body holds all of it
 	rp         httputil.ReverseProxy
+}
+
+// newExchange returns an exchange whose ReverseProxy calls back into it.
+func (h *Handler) newExchange() *exchange {
+	x := &exchange{h: h}
+	x.rp = httputil.ReverseProxy{
+		Rewrite:      x.rewrite,
+		Transport:    x,
+		BufferPool:   h.buffers,
+		ErrorHandler: x.handleError,
+		ErrorLog:     h.errLog,
+	}
+	return x
+}
+
+// release clears the request's state and returns x to its Handler's pool.
+func (x *exchange) release() {
+	x.ws, x.conn, x.cur, x.target, x.body, x.replayable = "", "", nil, url.URL{}, nil, false
+	x.h.exchanges.Put(x)
 }
 
 // Shared values of X-Forwarded-Proto. net/http only reads header slices,
@@ -264,13 +296,19 @@ var (
 // and an upstream that trusts it would build links to paths that do not
 // exist on tokenhub.
 func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
-	pr.Out.URL = x.target
+	*pr.Out.URL = x.target // pr.Out.URL is ReverseProxy's copy of the inbound URL
 	pr.Out.Host = ""
 	h := pr.Out.Header
-	h.Del("Authorization") // the app key
-	h.Set(x.cur.HeaderName, x.cur.HeaderValue)
+	delete(h, "Authorization") // the app key (Header.Del would canonicalise a canonical name)
+	// The token's header and X-Forwarded-For share one backing array, each
+	// slice capped at its one value so that an Add elsewhere copies rather
+	// than writes into the other: one allocation instead of two.
+	vals := make([]string, 2)
+	vals[0] = x.cur.HeaderValue
+	h[http.CanonicalHeaderKey(x.cur.HeaderName)] = vals[0:1:1]
 	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
-		h["X-Forwarded-For"] = []string{ip}
+		vals[1] = ip
+		h["X-Forwarded-For"] = vals[1:2:2]
 	}
 	if pr.In.TLS != nil {
 		h["X-Forwarded-Proto"] = protoHTTPS
@@ -280,15 +318,16 @@ func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 	if x.body != nil {
 		pr.Out.Body = io.NopCloser(bytes.NewReader(x.body))
 		pr.Out.ContentLength = int64(len(x.body))
-		pr.Out.GetBody = x.getBody
+		pr.Out.GetBody = bodyGetter(x.body) // not bound to x, which is reused after the request
 		// The body is already here; waiting for the upstream's 100 Continue
 		// would only add a round trip (or a second, if it sends none).
 		h.Del("Expect")
 	}
 }
 
-func (x *exchange) getBody() (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(x.body)), nil
+// bodyGetter returns a Request.GetBody that reads body from the start.
+func bodyGetter(body []byte) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 }
 
 // RoundTrip sends out and, when the upstream refuses the token with a 401
@@ -334,7 +373,7 @@ func (x *exchange) send(out *http.Request) (*http.Response, error) {
 	}
 	retry.Header.Set(cur.HeaderName, cur.HeaderValue)
 	if x.body != nil {
-		retry.Body, _ = x.getBody()
+		retry.Body = io.NopCloser(bytes.NewReader(x.body))
 	}
 	res, err = x.h.transport.RoundTrip(retry)
 	if err == nil && res.StatusCode == http.StatusUnauthorized {

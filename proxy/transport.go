@@ -32,20 +32,22 @@ func newTransport(dialTimeout, headerTimeout time.Duration) *http.Transport {
 const bufferSize = 32 << 10
 
 // bufferPool recycles ReverseProxy's copy buffers; without it every request
-// allocates 32 KiB.
+// allocates 32 KiB. It pools pointers to arrays rather than to slices: Put
+// turns the slice back into its array's pointer (a conversion, no
+// allocation), where pooling a *[]byte would allocate a new slice header on
+// every Put.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, bufferSize); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([bufferSize]byte) }}}
 }
 
 // Get returns a buffer of bufferSize bytes.
-func (b *bufferPool) Get() []byte { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[bufferSize]byte)[:] }
 
-// Put returns buf to the pool.
+// Put returns buf to the pool, unless it is not one of its buffers' size.
 func (b *bufferPool) Put(buf []byte) {
 	if cap(buf) == bufferSize {
-		buf = buf[:bufferSize]
-		b.p.Put(&buf)
+		b.p.Put((*[bufferSize]byte)(buf[:bufferSize]))
 	}
 }

@@ -95,11 +95,7 @@ func (s *Server) handleWorkspaceList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	out := client.WorkspaceList{Workspaces: make([]*client.Workspace, 0, len(wss))}
-	for _, ws := range wss {
-		out.Workspaces = append(out.Workspaces, workspaceView(ws))
-	}
-	s.writeJSON(w, http.StatusOK, &out)
+	s.writeJSON(w, http.StatusOK, &client.WorkspaceList{Workspaces: views(wss, workspaceView)})
 }
 
 func (s *Server) handleWorkspaceDelete(w http.ResponseWriter, r *http.Request) {
@@ -197,11 +193,7 @@ func (s *Server) handleAppList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	out := client.AppList{Apps: make([]*client.App, 0, len(apps))}
-	for _, a := range apps {
-		out.Apps = append(out.Apps, appView(a))
-	}
-	s.writeJSON(w, http.StatusOK, &out)
+	s.writeJSON(w, http.StatusOK, &client.AppList{Apps: views(apps, appView)})
 }
 
 func (s *Server) handleAppDelete(w http.ResponseWriter, r *http.Request) {
@@ -220,6 +212,12 @@ func (s *Server) handleAppDelete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// nameMismatch is the error for a body whose name differs from the one in
+// the path of a PUT.
+func nameMismatch(body, path string) error {
+	return tokenhub.Errorf(tokenhub.EINVALID, "name: %q does not match the name in the path, %q", body, path)
+}
+
 // Providers.
 
 func (s *Server) handleProviderPut(w http.ResponseWriter, r *http.Request) {
@@ -232,7 +230,7 @@ func (s *Server) handleProviderPut(w http.ResponseWriter, r *http.Request) {
 	if p.Name == "" {
 		p.Name = name
 	} else if p.Name != name {
-		s.writeError(w, r, tokenhub.Errorf(tokenhub.EINVALID, "name: %q does not match the name in the path, %q", p.Name, name))
+		s.writeError(w, r, nameMismatch(p.Name, name))
 		return
 	}
 	if catalog.Builtin(name) != nil {
@@ -345,7 +343,7 @@ func (s *Server) handleConnectionPut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.Name != "" && in.Name != name {
-		s.writeError(w, r, tokenhub.Errorf(tokenhub.EINVALID, "name: %q does not match the name in the path, %q", in.Name, name))
+		s.writeError(w, r, nameMismatch(in.Name, name))
 		return
 	}
 	if err := tokenhub.ValidateName("name", name); err != nil {
@@ -435,11 +433,7 @@ func (s *Server) handleConnectionList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	out := client.ConnectionList{Connections: make([]*client.ConnectionView, 0, len(conns))}
-	for _, c := range conns {
-		out.Connections = append(out.Connections, connectionView(c))
-	}
-	s.writeJSON(w, http.StatusOK, &out)
+	s.writeJSON(w, http.StatusOK, &client.ConnectionList{Connections: views(conns, connectionView)})
 }
 
 func (s *Server) handleConnectionGet(w http.ResponseWriter, r *http.Request) {
@@ -495,11 +489,7 @@ func (s *Server) handleEventList(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	out := client.EventList{Events: make([]*client.Event, 0, len(evs))}
-	for _, e := range evs {
-		out.Events = append(out.Events, eventView(e))
-	}
-	s.writeJSON(w, http.StatusOK, &out)
+	s.writeJSON(w, http.StatusOK, &client.EventList{Events: views(evs, eventView)})
 }
 
 // handleAdminRefreshByQuery answers POST /v1/connections/{name}/refresh

@@ -3,7 +3,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/tokenhub/tokenhub/broker"
 	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/logtest"
 	"github.com/tokenhub/tokenhub/internal/seal"
 	"github.com/tokenhub/tokenhub/proxy"
 	"github.com/tokenhub/tokenhub/server"
@@ -43,7 +42,7 @@ type env struct {
 	url      string
 	adminKey string
 	admin    *client.Client
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 }
 
 type envOptions struct {
@@ -55,31 +54,12 @@ type envOptions struct {
 	realProxy bool
 }
 
-// syncBuffer collects log output from many goroutines, so tests can check
-// that no secret was logged.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newEnv(t testing.TB) *env { return newEnvWith(t, envOptions{}) }
 
 func newEnvWith(t testing.TB, o envOptions) *env {
 	t.Helper()
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	key, err := seal.NewKey()
+	if err != nil {
 		t.Fatal(err)
 	}
 	keys, err := seal.NewKeyring(key)
@@ -92,7 +72,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	level := slog.LevelDebug
 	if o.quiet {
 		level = slog.LevelInfo
@@ -289,18 +269,6 @@ func (e *env) snapshot() string {
 		e.t.Fatal(err)
 	}
 	return string(b)
-}
-
-// eventually polls cond every 10ms until it holds or 10s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // noSecrets fails when any of secrets occurs in s.

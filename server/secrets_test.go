@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenhub/tokenhub"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/poll"
 )
 
 // A header template that fails only once it runs over a real token (it
@@ -31,7 +32,7 @@ func TestFailingHeaderTemplateLeaksNoToken(t *testing.T) {
 	}
 	_, key := e.app("acme", "reader")
 
-	eventually(t, "the connection to fail", func() bool {
+	poll.Until(t, "the connection to fail", func() bool {
 		v, err := e.admin.Connection(c, "acme", "baserow")
 		return err == nil && v.LastError != nil
 	})

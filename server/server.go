@@ -226,21 +226,44 @@ func Routes() []Route {
 // proxy as sent (ServeMux would clean them and redirect), and everything else
 // through the router.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.proxy != nil {
-		if rest, ok := strings.CutPrefix(r.URL.EscapedPath(), proxyPrefix); ok {
-			conn, path, slash := strings.Cut(rest, "/")
-			if slash {
-				path = "/" + path
-			}
-			if name, err := url.PathUnescape(conn); err == nil {
-				conn = name
-			}
-			r.Pattern = proxyPattern
-			r.SetPathValue("conn", conn)
-			r.SetPathValue("path", path)
-			s.proxyHandler.ServeHTTP(w, r)
-			return
-		}
+	if s.proxy != nil && isProxyPath(r.URL) {
+		r.Pattern = proxyPattern
+		s.proxyHandler.ServeHTTP(w, r)
+		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// isProxyPath reports whether u's escaped path is under proxyPrefix, without
+// escaping the path when, as for most requests, it has no raw form of its
+// own: the prefix is all characters that escaping keeps, so the escaped path
+// starts with it exactly when the path does.
+func isProxyPath(u *url.URL) bool {
+	if u.RawPath == "" {
+		return strings.HasPrefix(u.Path, proxyPrefix)
+	}
+	return strings.HasPrefix(u.EscapedPath(), proxyPrefix)
+}
+
+// proxyRoute splits the path of a request to the proxy route into the
+// connection's name (unescaped) and the rest, still escaped as sent: "" or
+// starting with "/". ok is false for a request to another route. The proxy
+// route's handler calls it rather than reading path values:
+// r.SetPathValue, on a request that ServeMux did not route, allocates a
+// map, which ReverseProxy's Request.Clone then copies, and building
+// "/" + rest allocated again: five allocations per proxied request, for
+// values that these few comparisons give for free.
+func proxyRoute(r *http.Request) (conn, path string, ok bool) {
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), proxyPrefix)
+	if !ok {
+		return "", "", false
+	}
+	conn = rest
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		conn, path = rest[:i], rest[i:]
+	}
+	if name, err := url.PathUnescape(conn); err == nil {
+		conn = name
+	}
+	return conn, path, true
 }

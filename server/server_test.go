@@ -16,6 +16,7 @@ import (
 	"github.com/tokenhub/tokenhub"
 	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/poll"
 	"github.com/tokenhub/tokenhub/server"
 )
 
@@ -194,7 +195,7 @@ func TestConnections(t *testing.T) {
 		t.Fatalf("PutConnection = %+v, %s", v, res)
 	}
 	// A new connection obtains its first token at once, without a read.
-	eventually(t, "the first token", func() bool {
+	poll.Until(t, "the first token", func() bool {
 		v, err := e.admin.Connection(c, "acme", "baserow")
 		return err == nil && v.State == tokenhub.StateHealthy
 	})
@@ -245,7 +246,7 @@ func TestConnections(t *testing.T) {
 
 	// Wait for the changed connection's new token, so that no event
 	// arrives between the two reads below.
-	eventually(t, "the token after the change", func() bool {
+	poll.Until(t, "the token after the change", func() bool {
 		v, err := e.admin.Connection(c, "acme", "baserow")
 		return err == nil && v.State == tokenhub.StateHealthy && v.HasToken
 	})
@@ -288,7 +289,7 @@ func TestAdminRefresh(t *testing.T) {
 	e.workspace("acme")
 	d, url := e.demoProvider(demo.Options{})
 	e.putDemoConn("acme", "baserow", url)
-	eventually(t, "the first token", func() bool {
+	poll.Until(t, "the first token", func() bool {
 		v, err := e.admin.Connection(c, "acme", "baserow")
 		return err == nil && v.State == tokenhub.StateHealthy
 	})

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"maps"
 	"net/http"
 	"sync"
@@ -17,40 +18,28 @@ import (
 // with a cached key and a valid token it reads no store, takes no lock and
 // encodes its answer by hand, once per token (see bodyCache).
 func (s *Server) handleTokenGet(w http.ResponseWriter, r *http.Request, app *tokenhub.App) {
-	name := r.PathValue("name")
-	if !app.CanRead(name) {
-		s.writeError(w, r, connNotFound(app.Workspace, name))
-		return
-	}
-	cur, err := s.broker.Token(r.Context(), app.Workspace, name)
-	s.writeToken(w, r, app.Workspace, name, cur, err)
+	s.serveToken(w, r, app, s.broker.Token)
 }
 
 // handleTokenRefresh answers POST /v1/connections/{name}/refresh: it forces
 // a refresh, coalesced with any already running, and answers the new token
 // as the token endpoint does.
 func (s *Server) handleTokenRefresh(w http.ResponseWriter, r *http.Request, app *tokenhub.App) {
-	name := r.PathValue("name")
+	s.serveToken(w, r, app, s.broker.Refresh)
+}
+
+// serveToken answers the token of the connection named in the path, which
+// get (the broker's Token or Refresh) returns, when app may read that
+// connection. A connection the app may not read and one that does not exist
+// get the same 404.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, app *tokenhub.App,
+	get func(ctx context.Context, ws, name string) (*broker.Current, error)) {
+	ws, name := app.Workspace, r.PathValue("name")
 	if !app.CanRead(name) {
-		s.writeError(w, r, connNotFound(app.Workspace, name))
+		s.writeError(w, r, connNotFound(ws, name))
 		return
 	}
-	cur, err := s.broker.Refresh(r.Context(), app.Workspace, name)
-	s.writeToken(w, r, app.Workspace, name, cur, err)
-}
-
-// handleProxy hands a proxy request to the Proxy, for a connection the app
-// may read.
-func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, app *tokenhub.App) {
-	conn := r.PathValue("conn")
-	if !app.CanRead(conn) {
-		s.writeError(w, r, connNotFound(app.Workspace, conn))
-		return
-	}
-	s.proxy.ServeProxy(w, r, app.Workspace, conn, r.PathValue("path"))
-}
-
-func (s *Server) writeToken(w http.ResponseWriter, r *http.Request, ws, name string, cur *broker.Current, err error) {
+	cur, err := get(r.Context(), ws, name)
 	if err != nil {
 		if tokenhub.ErrorCode(err) == tokenhub.ENOTFOUND {
 			err = connNotFound(ws, name) // the same answer as for a connection the app may not read
@@ -63,6 +52,17 @@ func (s *Server) writeToken(w http.ResponseWriter, r *http.Request, ws, name str
 	h["Cache-Control"] = hdrNoStore
 	h["X-Content-Type-Options"] = hdrNoSniff
 	_, _ = w.Write(s.bodies.get(ws, name, cur))
+}
+
+// handleProxy hands a proxy request to the Proxy, for a connection the app
+// may read.
+func (s *Server) handleProxy(w http.ResponseWriter, r *http.Request, app *tokenhub.App) {
+	conn, path, _ := proxyRoute(r)
+	if !app.CanRead(conn) {
+		s.writeError(w, r, connNotFound(app.Workspace, conn))
+		return
+	}
+	s.proxy.ServeProxy(w, r, app.Workspace, conn, path)
 }
 
 // bodyCache keeps, for each connection, the token answer last encoded and

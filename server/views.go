@@ -11,6 +11,16 @@ import (
 // only place where a domain object becomes an answer, and they copy no
 // secret: a connection's secret fields appear only as their names.
 
+// views turns each of items into its view, for a list answer. The result
+// is never nil, so that an empty list is answered as [], not null.
+func views[T, V any](items []T, view func(T) V) []V {
+	out := make([]V, 0, len(items))
+	for _, it := range items {
+		out = append(out, view(it))
+	}
+	return out
+}
+
 func workspaceView(w *tokenhub.Workspace) *client.Workspace {
 	return &client.Workspace{Name: w.Name, CreatedAt: w.CreatedAt}
 }

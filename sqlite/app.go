@@ -134,17 +134,7 @@ func (s *Store) FindAppByKeyHash(ctx context.Context, hash []byte) (*tokenhub.Ap
 
 // DeleteApp deletes the named app of the workspace, or fails with ENOTFOUND.
 func (s *Store) DeleteApp(ctx context.Context, ws, name string) error {
-	return s.write(ctx, func(tx queryer) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM apps
-			WHERE workspace_id = (SELECT id FROM workspaces WHERE name = ?) AND name = ?`, ws, name)
-		if err != nil {
-			return fmt.Errorf("delete app %q: %w", name, err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("delete app %q: %w", name, err)
-		} else if n == 0 {
-			return tokenhub.Errorf(tokenhub.ENOTFOUND, "app %q not found in workspace %q", name, ws)
-		}
-		return nil
-	})
+	return s.deleteOne(ctx, fmt.Sprintf("delete app %q", name),
+		tokenhub.Errorf(tokenhub.ENOTFOUND, "app %q not found in workspace %q", name, ws),
+		`DELETE FROM apps WHERE workspace_id = (SELECT id FROM workspaces WHERE name = ?) AND name = ?`, ws, name)
 }

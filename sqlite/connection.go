@@ -66,10 +66,12 @@ func hotQueries() []string {
 	return qs
 }
 
-// configAD and tokenAD are the associated data that bind a sealed value to
-// its connection and field, so a value copied elsewhere fails to open.
-func configAD(path string) []byte { return []byte("tokenhub:connection:" + path + ":config") }
-func tokenAD(path string) []byte  { return []byte("tokenhub:connection:" + path + ":token") }
+// sealedAD is the associated data that binds a sealed value to its
+// connection (path, "ws/name") and column ("config" or "token"), so a value
+// copied elsewhere fails to open.
+func sealedAD(path, column string) []byte {
+	return []byte("tokenhub:connection:" + path + ":" + column)
+}
 
 // sealedToken is how a Token is written inside its sealed value. Times are
 // nanoseconds since the Unix epoch; absent means the zero time.
@@ -99,32 +101,35 @@ func fromNanoPtr(n *int64) time.Time {
 	return time.Unix(0, *n).UTC()
 }
 
-func (s *Store) sealConfig(path string, cfg *tokenhub.ConnectionConfig) ([]byte, error) {
-	b, err := json.Marshal(cfg)
+// sealJSON encodes v as JSON and seals it as column ("config" or "token")
+// of connection path. Errors name the connection and column, never the value.
+func (s *Store) sealJSON(path, column string, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("encode connection %q config: %w", path, err)
+		return nil, fmt.Errorf("encode connection %q %s: %w", path, column, err)
 	}
-	ct, err := s.keys.Seal(b, configAD(path))
+	ct, err := s.keys.Seal(b, sealedAD(path, column))
 	if err != nil {
-		return nil, fmt.Errorf("encrypt connection %q config: %w", path, err)
+		return nil, fmt.Errorf("encrypt connection %q %s: %w", path, column, err)
 	}
 	return ct, nil
 }
 
-func (s *Store) openConfig(path string, ct []byte) (tokenhub.ConnectionConfig, error) {
-	var cfg tokenhub.ConnectionConfig
-	b, err := s.keys.Open(ct, configAD(path))
+// openJSON opens ct, sealed as column of connection path, and decodes the
+// JSON inside into v.
+func (s *Store) openJSON(path, column string, ct []byte, v any) error {
+	b, err := s.keys.Open(ct, sealedAD(path, column))
 	if err != nil {
-		return cfg, fmt.Errorf("decrypt connection %q config: %w", path, err)
+		return fmt.Errorf("decrypt connection %q %s: %w", path, column, err)
 	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return cfg, fmt.Errorf("decode connection %q config: %w", path, err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode connection %q %s: %w", path, column, err)
 	}
-	return cfg, nil
+	return nil
 }
 
 func (s *Store) sealToken(path string, t *tokenhub.Token) ([]byte, error) {
-	b, err := json.Marshal(sealedToken{
+	return s.sealJSON(path, "token", sealedToken{
 		AccessToken:         t.AccessToken,
 		RefreshToken:        t.RefreshToken,
 		TokenType:           t.TokenType,
@@ -134,24 +139,12 @@ func (s *Store) sealToken(path string, t *tokenhub.Token) ([]byte, error) {
 		RefreshExpiresAt:    nanoPtr(t.RefreshExpiresAt),
 		RefreshExpirySource: string(t.RefreshExpirySource),
 	})
-	if err != nil {
-		return nil, fmt.Errorf("encode connection %q token: %w", path, err)
-	}
-	ct, err := s.keys.Seal(b, tokenAD(path))
-	if err != nil {
-		return nil, fmt.Errorf("encrypt connection %q token: %w", path, err)
-	}
-	return ct, nil
 }
 
 func (s *Store) openToken(path string, ct []byte) (*tokenhub.Token, error) {
-	b, err := s.keys.Open(ct, tokenAD(path))
-	if err != nil {
-		return nil, fmt.Errorf("decrypt connection %q token: %w", path, err)
-	}
 	var st sealedToken
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("decode connection %q token: %w", path, err)
+	if err := s.openJSON(path, "token", ct, &st); err != nil {
+		return nil, err
 	}
 	return &tokenhub.Token{
 		AccessToken:         st.AccessToken,
@@ -185,11 +178,11 @@ func (s *Store) scanConnection(r scanner) (*tokenhub.Connection, error) {
 		return nil, err
 	}
 	path := c.Path()
-	var err error
-	if c.Config, err = s.openConfig(path, config); err != nil {
+	if err := s.openJSON(path, "config", config, &c.Config); err != nil {
 		return nil, err
 	}
 	if token != nil {
+		var err error
 		if c.Token, err = s.openToken(path, token); err != nil {
 			return nil, err
 		}
@@ -220,6 +213,17 @@ func (s *Store) findConnection(ctx context.Context, q queryer, where string, arg
 	return c, err
 }
 
+// connectionByID reads connection id through q, or fails with ENOTFOUND.
+func (s *Store) connectionByID(ctx context.Context, q queryer, id int64) (*tokenhub.Connection, error) {
+	c, err := s.findConnection(ctx, q, "c.id = ?", id)
+	if err != nil {
+		return nil, err
+	} else if c == nil {
+		return nil, connIDNotFound(id)
+	}
+	return c, nil
+}
+
 func connNotFound(ws, name string) error {
 	return tokenhub.Errorf(tokenhub.ENOTFOUND, "connection %q not found", ws+"/"+name)
 }
@@ -240,7 +244,7 @@ func (s *Store) PutConnection(ctx context.Context, ws, name string, cfg *tokenhu
 		return nil, "", tokenhub.Errorf(tokenhub.EINVALID, "config: required")
 	}
 	path := ws + "/" + name
-	sealed, err := s.sealConfig(path, cfg)
+	sealed, err := s.sealJSON(path, "config", cfg)
 	if err != nil {
 		return nil, "", err
 	}
@@ -315,13 +319,7 @@ func (s *Store) FindConnection(ctx context.Context, ws, name string) (*tokenhub.
 
 // FindConnectionByID returns the connection with id, or ENOTFOUND.
 func (s *Store) FindConnectionByID(ctx context.Context, id int64) (*tokenhub.Connection, error) {
-	c, err := s.findConnection(ctx, s.rdb, "c.id = ?", id)
-	if err != nil {
-		return nil, err
-	} else if c == nil {
-		return nil, connIDNotFound(id)
-	}
-	return c, nil
+	return s.connectionByID(ctx, s.rdb, id)
 }
 
 // FindConnections returns the matching connections ordered by workspace and
@@ -354,19 +352,8 @@ func (s *Store) FindConnections(ctx context.Context, filter tokenhub.ConnectionF
 // DeleteConnection deletes the named connection and its events, or fails
 // with ENOTFOUND.
 func (s *Store) DeleteConnection(ctx context.Context, ws, name string) error {
-	return s.write(ctx, func(tx queryer) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM connections
-			WHERE workspace_id = (SELECT id FROM workspaces WHERE name = ?) AND name = ?`, ws, name)
-		if err != nil {
-			return fmt.Errorf("delete connection %q: %w", ws+"/"+name, err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("delete connection %q: %w", ws+"/"+name, err)
-		} else if n == 0 {
-			return connNotFound(ws, name)
-		}
-		return nil
-	})
+	return s.deleteOne(ctx, fmt.Sprintf("delete connection %q", ws+"/"+name), connNotFound(ws, name),
+		`DELETE FROM connections WHERE workspace_id = (SELECT id FROM workspaces WHERE name = ?) AND name = ?`, ws, name)
 }
 
 // AcquireLease takes the connection's lease for owner; see tokenhub.Store.
@@ -384,11 +371,9 @@ func (s *Store) AcquireLease(ctx context.Context, id int64, owner string, now, u
 		prev tokenhub.Lease
 	)
 	err := s.write(ctx, func(tx queryer) error {
-		cur, err := s.findConnection(ctx, tx, "c.id = ?", id)
+		cur, err := s.connectionByID(ctx, tx, id)
 		if err != nil {
 			return err
-		} else if cur == nil {
-			return connIDNotFound(id)
 		}
 		prev = cur.Lease
 		if prev.Owner != "" && prev.Owner != owner && now.Before(prev.Until) {
@@ -430,11 +415,9 @@ func (s *Store) UpdateConnection(ctx context.Context, id int64, upd tokenhub.Con
 	}
 	var c *tokenhub.Connection
 	err := s.write(ctx, func(tx queryer) error {
-		cur, err := s.findConnection(ctx, tx, "c.id = ?", id)
+		cur, err := s.connectionByID(ctx, tx, id)
 		if err != nil {
 			return err
-		} else if cur == nil {
-			return connIDNotFound(id)
 		}
 		path := cur.Path()
 		if cur.Version != upd.IfVersion {
@@ -575,34 +558,34 @@ func (s *Store) Reseal(ctx context.Context) (int, error) {
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("reseal: %w", err)
 		}
+		// reseal rewrites one sealed column of row r under the primary key.
+		// column is "config" or "token", a constant, never input.
+		reseal := func(r row, column string, sealed []byte) error {
+			ad := sealedAD(r.path, column)
+			pt, err := s.keys.Open(sealed, ad)
+			if err != nil {
+				return fmt.Errorf("reseal: decrypt connection %q %s: %w", r.path, column, err)
+			}
+			ct, err := s.keys.Seal(pt, ad)
+			if err != nil {
+				return fmt.Errorf("reseal: encrypt connection %q %s: %w", r.path, column, err)
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE connections SET "+column+" = ? WHERE id = ?", ct, r.id); err != nil {
+				return fmt.Errorf("reseal connection %q: %w", r.path, err)
+			}
+			n++
+			return nil
+		}
 		for _, r := range all {
 			if !s.keys.IsPrimary(r.config) {
-				pt, err := s.keys.Open(r.config, configAD(r.path))
-				if err != nil {
-					return fmt.Errorf("reseal: decrypt connection %q config: %w", r.path, err)
+				if err := reseal(r, "config", r.config); err != nil {
+					return err
 				}
-				ct, err := s.keys.Seal(pt, configAD(r.path))
-				if err != nil {
-					return fmt.Errorf("reseal: encrypt connection %q config: %w", r.path, err)
-				}
-				if _, err := tx.ExecContext(ctx, "UPDATE connections SET config = ? WHERE id = ?", ct, r.id); err != nil {
-					return fmt.Errorf("reseal connection %q: %w", r.path, err)
-				}
-				n++
 			}
 			if r.token != nil && !s.keys.IsPrimary(r.token) {
-				pt, err := s.keys.Open(r.token, tokenAD(r.path))
-				if err != nil {
-					return fmt.Errorf("reseal: decrypt connection %q token: %w", r.path, err)
+				if err := reseal(r, "token", r.token); err != nil {
+					return err
 				}
-				ct, err := s.keys.Seal(pt, tokenAD(r.path))
-				if err != nil {
-					return fmt.Errorf("reseal: encrypt connection %q token: %w", r.path, err)
-				}
-				if _, err := tx.ExecContext(ctx, "UPDATE connections SET token = ? WHERE id = ?", ct, r.id); err != nil {
-					return fmt.Errorf("reseal connection %q: %w", r.path, err)
-				}
-				n++
 			}
 		}
 		return nil

@@ -211,6 +211,24 @@ func (s *Store) write(ctx context.Context, fn func(tx queryer) error) error {
 	return nil
 }
 
+// deleteOne runs query, a DELETE of at most one row, in a write
+// transaction. It returns notFound when no row matched, and wraps any other
+// failure with op (such as `delete app "x"`).
+func (s *Store) deleteOne(ctx context.Context, op string, notFound error, query string, args ...any) error {
+	return s.write(ctx, func(tx queryer) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		} else if n == 0 {
+			return notFound
+		}
+		return nil
+	})
+}
+
 // prepare prepares the queries of the write path on the write connection,
 // before any transaction can hold it. Parsing is otherwise most of a write's
 // CPU; a prepared statement is parsed once and reused by every transaction.

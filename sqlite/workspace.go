@@ -98,18 +98,8 @@ func (s *Store) FindWorkspaces(ctx context.Context) ([]*tokenhub.Workspace, erro
 // DeleteWorkspace deletes the workspace with its connections, their events,
 // and its apps (foreign keys cascade), or fails with ENOTFOUND.
 func (s *Store) DeleteWorkspace(ctx context.Context, name string) error {
-	return s.write(ctx, func(tx queryer) error {
-		res, err := tx.ExecContext(ctx, "DELETE FROM workspaces WHERE name = ?", name)
-		if err != nil {
-			return fmt.Errorf("delete workspace %q: %w", name, err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("delete workspace %q: %w", name, err)
-		} else if n == 0 {
-			return workspaceNotFound(name)
-		}
-		return nil
-	})
+	return s.deleteOne(ctx, fmt.Sprintf("delete workspace %q", name), workspaceNotFound(name),
+		"DELETE FROM workspaces WHERE name = ?", name)
 }
 
 // PutProvider stores p, replacing any provider of the same name, and reports

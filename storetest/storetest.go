@@ -1277,85 +1277,79 @@ func testResealNothing(t *testing.T, s tokenhub.Store) {
 
 const racers = 16
 
-func testConcurrentAcquireLease(t *testing.T, s tokenhub.Store) {
-	c := connWithToken(t, s, "acme", "reports")
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		winners []string
-		other   []error
-	)
+// race runs call racers times at once, each with its index, all released
+// together, and returns the calls' errors by index.
+func race(call func(i int) error) []error {
+	errs := make([]error, racers)
+	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range racers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			owner := fmt.Sprintf("replica-%d", i)
+		wg.Go(func() {
 			<-start
-			_, _, err := s.AcquireLease(context.Background(), c.ID, owner, t0, t0.Add(time.Minute))
-			mu.Lock()
-			defer mu.Unlock()
-			switch tokenhub.ErrorCode(err) {
-			case "":
-				winners = append(winners, owner)
-			case tokenhub.ECONFLICT:
-			default:
-				other = append(other, err)
-			}
-		}()
+			errs[i] = call(i)
+		})
 	}
 	close(start)
 	wg.Wait()
+	return errs
+}
+
+// winners returns the indexes of the calls that succeeded, and fails the
+// test on any error other than the ECONFLICT a lost race answers.
+func winners(t *testing.T, what string, errs []error) []int {
+	t.Helper()
+	var won []int
+	var other []error
+	for i, err := range errs {
+		switch tokenhub.ErrorCode(err) {
+		case "":
+			won = append(won, i)
+		case tokenhub.ECONFLICT:
+		default:
+			other = append(other, err)
+		}
+	}
 	if len(other) > 0 {
-		t.Fatalf("AcquireLease races: unexpected errors %v", other)
+		t.Fatalf("%s races: unexpected errors %v", what, other)
 	}
-	if len(winners) != 1 {
-		t.Fatalf("AcquireLease races: got %d winners %q, want exactly 1", len(winners), winners)
+	return won
+}
+
+func testConcurrentAcquireLease(t *testing.T, s tokenhub.Store) {
+	c := connWithToken(t, s, "acme", "reports")
+	owner := func(i int) string { return fmt.Sprintf("replica-%d", i) }
+	errs := race(func(i int) error {
+		_, _, err := s.AcquireLease(context.Background(), c.ID, owner(i), t0, t0.Add(time.Minute))
+		return err
+	})
+	var won []string
+	for _, i := range winners(t, "AcquireLease", errs) {
+		won = append(won, owner(i))
 	}
-	if got := mustFind(t, s, "acme", "reports").Lease.Owner; got != winners[0] {
-		t.Fatalf("stored lease owner: got %q, want the winner %q", got, winners[0])
+	if len(won) != 1 {
+		t.Fatalf("AcquireLease races: got %d winners %q, want exactly 1", len(won), won)
+	}
+	if got := mustFind(t, s, "acme", "reports").Lease.Owner; got != won[0] {
+		t.Fatalf("stored lease owner: got %q, want the winner %q", got, won[0])
 	}
 }
 
 func testConcurrentUpdate(t *testing.T, s tokenhub.Store) {
 	c := connWithToken(t, s, "acme", "reports")
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		winners []string
-		other   []error
-	)
-	start := make(chan struct{})
-	for i := range racers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tok := sampleToken(t0.Add(time.Hour))
-			tok.AccessToken = fmt.Sprintf("access-%d", i)
-			<-start
-			_, err := s.UpdateConnection(context.Background(), c.ID, tokenhub.ConnectionUpdate{IfVersion: c.Version, Token: tok,
-				Events: []tokenhub.Event{{At: t0, Type: tokenhub.EventRefreshed, Message: tok.AccessToken[:6]}}})
-			mu.Lock()
-			defer mu.Unlock()
-			switch tokenhub.ErrorCode(err) {
-			case "":
-				winners = append(winners, tok.AccessToken)
-			case tokenhub.ECONFLICT:
-			default:
-				other = append(other, err)
-			}
-		}()
+	access := func(i int) string { return fmt.Sprintf("access-%d", i) }
+	errs := race(func(i int) error {
+		tok := sampleToken(t0.Add(time.Hour))
+		tok.AccessToken = access(i)
+		_, err := s.UpdateConnection(context.Background(), c.ID, tokenhub.ConnectionUpdate{IfVersion: c.Version, Token: tok,
+			Events: []tokenhub.Event{{At: t0, Type: tokenhub.EventRefreshed, Message: tok.AccessToken[:6]}}})
+		return err
+	})
+	won := winners(t, "UpdateConnection", errs)
+	if len(won) != 1 {
+		t.Fatalf("UpdateConnection races on one version: got %d winners, want exactly 1", len(won))
 	}
-	close(start)
-	wg.Wait()
-	if len(other) > 0 {
-		t.Fatalf("UpdateConnection races: unexpected errors %v", other)
-	}
-	if len(winners) != 1 {
-		t.Fatalf("UpdateConnection races on one version: got %d winners, want exactly 1", len(winners))
-	}
-	if got := mustFind(t, s, "acme", "reports").Token.AccessToken; got != winners[0] {
-		t.Fatalf("stored token: got %q, want the winner's %q", got, winners[0])
+	if got, want := mustFind(t, s, "acme", "reports").Token.AccessToken, access(won[0]); got != want {
+		t.Fatalf("stored token: got %q, want the winner's %q", got, want)
 	}
 	n := 0
 	for _, e := range mustEvents(t, s, c.ID, allEvents) {
@@ -1370,32 +1364,18 @@ func testConcurrentUpdate(t *testing.T, s tokenhub.Store) {
 
 func testConcurrentPut(t *testing.T, s tokenhub.Store) {
 	mustWorkspace(t, s, "acme")
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		results = map[tokenhub.PutResult]int{}
-		errs    []error
-	)
-	start := make(chan struct{})
-	for range racers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			_, res, err := s.PutConnection(context.Background(), "acme", "reports", sampleConfig(), t0)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			results[res]++
-		}()
-	}
-	close(start)
-	wg.Wait()
-	if len(errs) > 0 {
+	got := make([]tokenhub.PutResult, racers)
+	errs := race(func(i int) error {
+		var err error
+		_, got[i], err = s.PutConnection(context.Background(), "acme", "reports", sampleConfig(), t0)
+		return err
+	})
+	if errs = slices.DeleteFunc(errs, func(err error) bool { return err == nil }); len(errs) > 0 {
 		t.Fatalf("PutConnection races: unexpected errors %v", errs)
+	}
+	results := map[tokenhub.PutResult]int{}
+	for _, r := range got {
+		results[r]++
 	}
 	if results[tokenhub.PutCreated] != 1 || results[tokenhub.PutUnchanged] != racers-1 {
 		t.Fatalf("PutConnection races: got %v, want 1 %q and %d %q", results, tokenhub.PutCreated, racers-1, tokenhub.PutUnchanged)

@@ -10,13 +10,14 @@ import (
 	"testing"
 
 	"github.com/tokenhub/tokenhub/bench/internal/load"
+	"github.com/tokenhub/tokenhub/bench/internal/wired"
 )
 
 // check passes a target only when it answers the upstream's page, which the
 // upstream gives only to requests that carry the token's header: the two
 // proxies inject it, and the upstream refuses a request without it.
 func TestCheck(t *testing.T) {
-	up := httptest.NewServer(upstreamHandler())
+	up := httptest.NewServer(newUpstream())
 	defer up.Close()
 	u, err := url.Parse(up.URL)
 	if err != nil {
@@ -24,13 +25,18 @@ func TestCheck(t *testing.T) {
 	}
 	bare := httptest.NewServer(bareProxy(u))
 	defer bare.Close()
-	h, cleanup, err := ourProxy(u)
+	hs := &http.Server{}
+	o, cleanup, err := ours(hs, u)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cleanup()
-	ours := httptest.NewServer(h)
-	defer ours.Close()
+	oursSrv := httptest.NewServer(hs.Handler)
+	defer oursSrv.Close()
+	info, err := o.Ready(oursSrv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A proxy that forwards without adding the header.
 	forgetful := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		res, err := http.Get(up.URL + r.URL.RequestURI())
@@ -49,7 +55,7 @@ func TestCheck(t *testing.T) {
 	}))
 	defer short.Close()
 
-	app := http.Header{"Authorization": {"Bearer " + appKey}}
+	app := http.Header{"Authorization": {"Bearer " + info[wired.InfoAppKey]}}
 	for _, tc := range []struct {
 		name    string
 		target  load.Target
@@ -59,8 +65,8 @@ func TestCheck(t *testing.T) {
 		{"direct without", load.Target{URL: up.URL + apiPath}, "no Authorization"},
 		{"direct with another", load.Target{URL: up.URL + apiPath, Header: app}, "another Authorization"},
 		{"bare", load.Target{URL: bare.URL + apiPath}, ""},
-		{"ours", load.Target{URL: ours.URL + "/v1/proxy/" + connName + apiPath, Header: app}, ""},
-		{"ours without the app key", load.Target{URL: ours.URL + "/v1/proxy/" + connName + apiPath}, "401"},
+		{"ours", load.Target{URL: oursSrv.URL + "/v1/proxy/" + wired.Connection + apiPath, Header: app}, ""},
+		{"ours without the app key", load.Target{URL: oursSrv.URL + "/v1/proxy/" + wired.Connection + apiPath}, "401"},
 		{"a proxy that does not inject", load.Target{URL: forgetful.URL + apiPath}, "no Authorization"},
 		{"another page", load.Target{URL: short.URL + apiPath}, "want the upstream's 512"},
 	} {

@@ -8,13 +8,19 @@
 //	bare    a bare httputil.ReverseProxy that adds that header, tuned: a
 //	        pooled transport with enough idle connections per host (the
 //	        settings of tokenhub's own) and a BufferPool
-//	ours    tokenhub's proxy.Handler on the real engine (broker, SQLite,
-//	        the demo Baserow provider's JWT header) behind a router shaped
-//	        like the server's: /v1/proxy/{conn}/..., app key checked first
+//	ours    tokenhub as users run it: /v1/proxy/baserow/... on the real
+//	        server.New(...).Handler() with the proxy mounted, wired as
+//	        `tokenhub serve` wires it (bench/internal/wired, shared with
+//	        bench/token: a SQLite store with sealed secrets, the real broker
+//	        and grant client), with an app key and a connection to the demo
+//	        Baserow provider whose base_url is the upstream
 //
 // The upstream answers like an API that requires the token: a 512-byte page
 // of rows with the JWT header, 401 without it. So a proxy that does not
-// inject the header fails its requests instead of being fast.
+// inject the header fails its requests instead of being fast. It also
+// answers the demo provider's login, where ours obtains the token (valid for
+// 24 h) before the run; the run fails if ours logs in again or refreshes,
+// since the token must stay cached throughout.
 //
 // The upstream and each proxy run in their own child process (this binary
 // re-executed with -role, see bench/internal/load), so that the CPU time each
@@ -35,12 +41,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -51,22 +57,20 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/tokenhub/tokenhub"
 	"github.com/tokenhub/tokenhub/bench/internal/load"
-	"github.com/tokenhub/tokenhub/broker"
+	"github.com/tokenhub/tokenhub/bench/internal/wired"
 	"github.com/tokenhub/tokenhub/demo"
-	"github.com/tokenhub/tokenhub/internal/seal"
-	"github.com/tokenhub/tokenhub/proxy"
-	"github.com/tokenhub/tokenhub/sqlite"
 )
 
 const (
-	token      = "eyJhbGciOiJIUzI1NiJ9.bench.token"
-	headerVal  = "JWT " + token
-	appKey     = "bench-app-key"
-	connName   = "baserow"
+	token     = "eyJhbGciOiJIUzI1NiJ9.bench.token"
+	headerVal = "JWT " + token
+	// tokenTTL is the token's lifetime: far longer than any run, so the
+	// broker never refreshes during one.
+	tokenTTL   = 24 * time.Hour
 	apiPath    = "/api/database/rows/table/1/?user_field_names=true"
 	bodyLength = 512 // a small page of Baserow rows
 
@@ -117,7 +121,8 @@ func serve(role, upstream, profDir string) error {
 		o.CPUProfile = filepath.Join(profDir, role+".pprof")
 	}
 	if role == "upstream" {
-		hs.Handler = upstreamHandler()
+		up := newUpstream()
+		hs.Handler, o.Status = up, up.status
 		return load.Serve(o)
 	}
 	u, err := url.Parse(upstream)
@@ -128,39 +133,76 @@ func serve(role, upstream, profDir string) error {
 	case "bare":
 		hs.Handler = bareProxy(u)
 	case "ours":
-		h, cleanup, err := ourProxy(u)
+		o2, cleanup, err := ours(hs, u)
 		if err != nil {
 			return err
 		}
 		defer cleanup()
-		hs.Handler = h
+		o.Ready = o2.Ready
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
 	return load.Serve(o)
 }
 
-// upstreamHandler is the API behind the proxies: whatever the path, a JSON
-// page of bodyLength bytes when the request carries the token's header, and
-// 401 otherwise.
-func upstreamHandler() http.Handler {
+// upstream is the API behind the proxies. Whatever the path, it answers a
+// JSON page of bodyLength bytes to a request that carries the token's
+// header, and 401 to any other; but for the demo Baserow provider's login
+// and refresh (demo.PathTokenAuth and demo.PathTokenRefresh), which it
+// answers with the bench token, valid for tokenTTL, and counts. ours obtains
+// its token there, once: a second login or a refresh during the run would
+// mean that the token was not served from the cache.
+type upstream struct {
+	body, tokenAnswer []byte
+	length, ctype     []string
+	logins, refreshes atomic.Int64
+}
+
+func newUpstream() *upstream {
 	head, tail := `{"count":1,"next":null,"previous":null,"results":[{"id":1,"order":"1.00000000000000000000","Name":"`, `"}]}`
 	body := []byte(head + strings.Repeat("x", bodyLength-len(head)-len(tail)) + tail)
-	length := []string{strconv.Itoa(len(body))}
-	ctype := []string{"application/json"}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if got := r.Header.Get("Authorization"); got != headerVal {
-			seen := "no Authorization"
-			if got != "" {
-				seen = "another Authorization"
-			}
-			http.Error(w, "upstream: want Authorization: JWT with the bench token, got "+seen, http.StatusUnauthorized)
+	answer, _ := json.Marshal(map[string]any{"access_token": token, "refresh_token": "bench-refresh-token", "expires_in": int(tokenTTL / time.Second)})
+	return &upstream{body: body, tokenAnswer: answer, length: []string{strconv.Itoa(len(body))}, ctype: []string{"application/json"}}
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		switch r.URL.Path {
+		case demo.PathTokenAuth:
+			u.logins.Add(1)
+			u.answerToken(w)
+			return
+		case demo.PathTokenRefresh:
+			u.refreshes.Add(1)
+			u.answerToken(w)
 			return
 		}
-		h := w.Header()
-		h["Content-Type"], h["Content-Length"] = ctype, length
-		w.Write(body)
-	})
+	}
+	if got := r.Header.Get("Authorization"); got != headerVal {
+		seen := "no Authorization"
+		if got != "" {
+			seen = "another Authorization"
+		}
+		http.Error(w, "upstream: want Authorization: JWT with the bench token, got "+seen, http.StatusUnauthorized)
+		return
+	}
+	h := w.Header()
+	h["Content-Type"], h["Content-Length"] = u.ctype, u.length
+	w.Write(u.body)
+}
+
+func (u *upstream) answerToken(w http.ResponseWriter) {
+	w.Header()["Content-Type"] = u.ctype
+	w.Write(u.tokenAnswer)
+}
+
+// status is the upstream's load.ServeOptions.Status: its logins and
+// refreshes so far.
+func (u *upstream) status() map[string]string {
+	return map[string]string{
+		"logins":    strconv.FormatInt(u.logins.Load(), 10),
+		"refreshes": strconv.FormatInt(u.refreshes.Load(), 10),
+	}
 }
 
 // bareProxy is the baseline: a ReverseProxy that adds a fixed header, tuned
@@ -197,73 +239,17 @@ type bufPool struct{ p sync.Pool }
 func (b *bufPool) Get() []byte    { return *b.p.Get().(*[]byte) }
 func (b *bufPool) Put(buf []byte) { b.p.Put(&buf) }
 
-// staticGranter hands out the same long-lived token without any request, so
-// that the engine's read path is what the benchmark sees.
-type staticGranter struct{}
-
-func (staticGranter) Obtain(ctx context.Context, p *tokenhub.Provider, c *tokenhub.Connection) (*tokenhub.Token, error) {
-	now := time.Now()
-	return &tokenhub.Token{AccessToken: token, TokenType: "JWT", ObtainedAt: now,
-		ExpiresAt: now.Add(24 * time.Hour), ExpirySource: tokenhub.ExpiryExpiresIn}, nil
-}
-
-func (g staticGranter) Refresh(ctx context.Context, p *tokenhub.Provider, c *tokenhub.Connection, rt string) (*tokenhub.Token, error) {
-	return g.Obtain(ctx, p, c)
-}
-
-// ourProxy is tokenhub's proxy on the real engine (broker on a SQLite file in
-// a temporary directory, the demo Baserow provider's JWT header) behind a
-// router shaped like the server's: /v1/proxy/{conn}/..., with the app key
-// checked first. The token is obtained before it returns, so that it is
-// cached. It returns a cleanup function.
-func ourProxy(base *url.URL) (http.Handler, func(), error) {
-	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "tokenhub-bench-")
+// ours is tokenhub as users run it (bench/internal/wired: the real server
+// with the proxy mounted, a SQLite store, the real broker and grant client)
+// with a connection to the demo Baserow provider whose base_url is the
+// upstream, so that the first token comes from the upstream's login and
+// the proxy forwards there. Its Ready hands the app key to the parent.
+func ours(hs *http.Server, upstream *url.URL) (load.ServeOptions, func(), error) {
+	hub, err := wired.New(hs, wired.Options{BaseURL: upstream.String(), MinTokenTTL: tokenTTL / 2})
 	if err != nil {
-		return nil, nil, err
+		return load.ServeOptions{}, nil, err
 	}
-	cleanup := func() { os.RemoveAll(dir) }
-	fail := func(doing string, err error) (http.Handler, func(), error) {
-		cleanup()
-		return nil, nil, fmt.Errorf("%s: %w", doing, err)
-	}
-	keys, err := seal.NewKeyring(make([]byte, 32))
-	if err != nil {
-		return fail("keyring", err)
-	}
-	st, err := sqlite.Open(filepath.Join(dir, "tokenhub.db"), keys)
-	if err != nil {
-		return fail("opening the store", err)
-	}
-	b := broker.New(broker.Options{Store: st, Grant: staticGranter{}, Owner: "bench"})
-	cleanup = func() { b.Close(); st.Close(); os.RemoveAll(dir) }
-	cfg := demo.ConnectionConfig(base.String())
-	if _, err := st.CreateWorkspace(ctx, "bench"); err != nil {
-		return fail("creating the workspace", err)
-	}
-	if _, err := st.PutProvider(ctx, demo.Provider()); err != nil {
-		return fail("creating the provider", err)
-	}
-	if _, _, err := st.PutConnection(ctx, "bench", connName, &cfg, time.Now()); err != nil {
-		return fail("creating the connection", err)
-	}
-	if err := b.Open(ctx); err != nil {
-		return fail("opening the broker", err)
-	}
-	if _, err := b.Token(ctx, "bench", connName); err != nil {
-		return fail("first token", err)
-	}
-	h := proxy.New(proxy.Options{Tokens: b, Logger: slog.New(slog.DiscardHandler)})
-	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/proxy/{conn}/", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+appKey {
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		conn := r.PathValue("conn")
-		h.ServeProxy(w, r, "bench", conn, strings.TrimPrefix(r.URL.EscapedPath(), "/v1/proxy/"+conn))
-	})
-	return mux, cleanup, nil
+	return load.ServeOptions{Ready: hub.Ready}, hub.Close, nil
 }
 
 // ---- parent ---------------------------------------------------------------
@@ -309,6 +295,10 @@ func run(w io.Writer, p load.Plan, gen, profDir string) (err error) {
 	if err != nil {
 		return err
 	}
+	appKey := ours.Info[wired.InfoAppKey]
+	if appKey == "" {
+		return errors.New("ours: no app key announced")
+	}
 
 	if p.Conns <= 0 {
 		p.Conns = 64 // Plan's default, which the client must match
@@ -321,7 +311,7 @@ func run(w io.Writer, p load.Plan, gen, profDir string) (err error) {
 	targets := []*load.Target{
 		{Name: "direct", URL: up.URL() + apiPath, Header: http.Header{"Authorization": {headerVal}}, Proc: up},
 		{Name: "bare", URL: bare.URL() + apiPath, Proc: bare},
-		{Name: "ours", URL: ours.URL() + "/v1/proxy/" + connName + apiPath, Header: http.Header{"Authorization": {"Bearer " + appKey}}, Proc: ours},
+		{Name: "ours", URL: ours.URL() + "/v1/proxy/" + wired.Connection + apiPath, Header: http.Header{"Authorization": {"Bearer " + appKey}}, Proc: ours},
 	}
 	for _, t := range targets {
 		if err := check(ctx, c, t); err != nil {
@@ -346,12 +336,20 @@ func run(w io.Writer, p load.Plan, gen, profDir string) (err error) {
 	if profDir != "" {
 		fmt.Fprintf(w, "CPU profiles (written when the children exit): %s\n", filepath.Join(profDir, "{upstream,bare,ours}.pprof"))
 	}
+	st, err := up.Status()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "upstream during the whole run: %s login(s), %s refresh(es) (want 1 and 0: ours' token stayed cached)\n", st["logins"], st["refreshes"])
 	var failed int64
 	for _, m := range ms {
 		failed += load.Summarize(m).Errors
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d requests failed", failed)
+	}
+	if st["logins"] != "1" || st["refreshes"] != "0" {
+		return errors.New("ours' token was not served from the cache throughout")
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ func TestRunSmoke(t *testing.T) {
 			}
 			for _, want := range []string{
 				"round 1 direct", "round 1 bare", "round 1 ours", "round 2 ours", "round 2 direct",
-				"ours/bare", "throughput", "p99", "cpu/req", "median",
+				"ours/bare", "throughput", "p99", "cpu/req", "median", "1 login(s), 0 refresh(es)",
 			} {
 				if !strings.Contains(out.String(), want) {
 					t.Errorf("the report lacks %q:\n%s", want, out.String())

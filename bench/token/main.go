@@ -5,8 +5,8 @@
 // concurrent keep-alive connections, it drives two targets on loopback:
 //
 //	ours  GET /v1/connections/baserow/token on the real server:
-//	      server.New(...).Handler() wired as `tokenhub serve` wires it (a
-//	      SQLite store in a temporary directory with sealed secrets, the
+//	      server.New(...).Handler() wired as `tokenhub serve` wires it
+//	      (bench/internal/wired, shared with bench/proxy: a SQLite store in a temporary directory with sealed secrets, the
 //	      real broker and grant client, the proxy mounted, logs at info),
 //	      with an app key and a connection to the demo Baserow provider
 //	      whose token is cached and valid for 24 h, so that no refresh
@@ -33,39 +33,29 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tokenhub/tokenhub/bench/internal/load"
-	"github.com/tokenhub/tokenhub/broker"
+	"github.com/tokenhub/tokenhub/bench/internal/wired"
 	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/demo"
-	"github.com/tokenhub/tokenhub/grant"
-	"github.com/tokenhub/tokenhub/internal/seal"
-	"github.com/tokenhub/tokenhub/proxy"
-	"github.com/tokenhub/tokenhub/server"
-	"github.com/tokenhub/tokenhub/sqlite"
 )
 
 const (
-	workspace = "bench"
-	connName  = "baserow"
-	tokenPath = "/v1/connections/" + connName + "/token"
+	tokenPath = "/v1/connections/" + wired.Connection + "/token"
 	// tokenTTL is the demo access token's lifetime: far longer than any
 	// run, so the broker never refreshes during one.
 	tokenTTL = 24 * time.Hour
@@ -160,97 +150,27 @@ func bareHandler(a cannedAnswer) http.Handler {
 	})
 }
 
-// ours wires tokenhub as `tokenhub serve` does (cmd/tokenhub/serve.go) into
-// hs, with a demo Baserow provider on another loopback port. Its Ready
-// creates, through the admin API, the workspace, the provider, the
-// connection and an app, fetches the first token (so that it is cached),
-// and hands the app key to the parent, over the pipe between them. The
-// store lives in a temporary directory that cleanup removes.
+// ours is tokenhub wired as `tokenhub serve` wires it (bench/internal/wired)
+// into hs, with a demo Baserow provider on another loopback port as the
+// connection's base_url. Its Ready creates, through the admin API, the
+// workspace, the provider, the connection and an app, fetches the first
+// token (so that it is cached), and hands the app key to the parent, over
+// the pipe between them. Its Status counts the provider's logins and
+// refreshes. cleanup stops the provider and removes the store.
 func ours(hs *http.Server) (load.ServeOptions, func(), error) {
 	var o load.ServeOptions
-	var closers []func()
-	cleanup := func() {
-		for _, c := range slices.Backward(closers) {
-			c()
-		}
-	}
-	fail := func(err error) (load.ServeOptions, func(), error) {
-		cleanup()
-		return o, nil, err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-
-	dir, err := os.MkdirTemp("", "tokenhub-bench-")
-	if err != nil {
-		return fail(err)
-	}
-	closers = append(closers, func() { os.RemoveAll(dir) })
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return fail(err)
-	}
-	keys, err := seal.NewKeyring(key)
-	if err != nil {
-		return fail(err)
-	}
-	st, err := sqlite.Open(filepath.Join(dir, "tokenhub.db"), keys)
-	if err != nil {
-		return fail(err)
-	}
-	closers = append(closers, func() { st.Close() })
-	b := broker.New(broker.Options{Store: st, Grant: &grant.Client{}, Logger: log.With("component", "broker"), Owner: "bench"})
-	if err := b.Open(context.Background()); err != nil {
-		return fail(err)
-	}
-	closers = append(closers, func() { b.Close() })
-	adminKey, err := server.NewKey()
-	if err != nil {
-		return fail(err)
-	}
-	srv := server.New(server.Options{
-		Store:        st,
-		Broker:       b,
-		AdminKeyHash: server.HashKey(adminKey),
-		Logger:       log.With("component", "http"),
-		Proxy:        proxy.New(proxy.Options{Tokens: b, Logger: log.With("component", "proxy")}),
-	})
-	hs.Handler = srv.Handler()
-
 	prov := demo.New(demo.Options{AccessTTL: tokenTTL})
 	provSrv := &http.Server{Handler: prov, ReadHeaderTimeout: 10 * time.Second}
 	provURL, stopProv, err := listen(provSrv)
 	if err != nil {
-		return fail(err)
+		return o, nil, err
 	}
-	closers = append(closers, stopProv)
-
-	o.Ready = func(url string) (map[string]string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		admin := client.New(url, adminKey)
-		if _, err := admin.CreateWorkspace(ctx, workspace); err != nil {
-			return nil, err
-		}
-		if _, _, err := admin.PutProvider(ctx, demo.Provider()); err != nil {
-			return nil, err
-		}
-		cfg := demo.ConnectionConfig(provURL)
-		if _, _, err := admin.PutConnection(ctx, workspace, connName, &cfg); err != nil {
-			return nil, err
-		}
-		app, err := admin.CreateApp(ctx, workspace, "bench", []string{connName})
-		if err != nil {
-			return nil, err
-		}
-		tok, err := client.New(url, app.Key).Token(ctx, connName)
-		if err != nil {
-			return nil, fmt.Errorf("first token: %w", err)
-		}
-		if left := time.Until(tok.ExpiresAt); left < tokenTTL/2 {
-			return nil, fmt.Errorf("first token: expires in %s, want about %s", left, tokenTTL)
-		}
-		return map[string]string{"app_key": app.Key}, nil
+	hub, err := wired.New(hs, wired.Options{BaseURL: provURL, MinTokenTTL: tokenTTL / 2})
+	if err != nil {
+		stopProv()
+		return o, nil, err
 	}
+	o.Ready = hub.Ready
 	o.Status = func() map[string]string {
 		c := prov.Counts()
 		return map[string]string{
@@ -258,7 +178,7 @@ func ours(hs *http.Server) (load.ServeOptions, func(), error) {
 			"refreshes": strconv.FormatInt(c.TokenRefresh, 10),
 		}
 	}
-	return o, cleanup, nil
+	return o, func() { hub.Close(); stopProv() }, nil
 }
 
 // ---- parent ---------------------------------------------------------------
@@ -284,7 +204,7 @@ func run(w io.Writer, p load.Plan, gen string, idle int, profDir string) error {
 		return err
 	}
 	defer stop(ours)
-	key := ours.Info["app_key"]
+	key := ours.Info[wired.InfoAppKey]
 	if key == "" {
 		return errors.New("ours: no app key announced")
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/bench/internal/load"
+	"github.com/tokenhub/tokenhub/bench/internal/wired"
 )
 
 // TestMain lets this test binary be the benchmark's child processes: run
@@ -94,7 +95,7 @@ func BenchmarkHandler(b *testing.B) {
 	}
 	c := load.NewClient(1)
 	defer c.Close()
-	tg := &load.Target{Name: "ours", URL: ts.URL + tokenPath, Header: http.Header{"Authorization": {"Bearer " + info["app_key"]}}}
+	tg := &load.Target{Name: "ours", URL: ts.URL + tokenPath, Header: http.Header{"Authorization": {"Bearer " + info[wired.InfoAppKey]}}}
 	a, err := load.Fetch(context.Background(), c, tg)
 	if err != nil {
 		b.Fatal(err)

@@ -275,6 +275,25 @@ func workspaceNames(ctx context.Context, c *client.Client, ws string) ([]string,
 	return names, nil
 }
 
+// fromWorkspaces returns what list (the client's Apps or Connections)
+// returns for workspace ws or, when ws is "", for every workspace in turn,
+// in workspace order. It stops at the first failure.
+func fromWorkspaces[T any](ctx context.Context, c *client.Client, ws string, list func(context.Context, string) ([]T, error)) ([]T, error) {
+	names, err := workspaceNames(ctx, c, ws)
+	if err != nil {
+		return nil, err
+	}
+	var all []T
+	for _, w := range names {
+		items, err := list(ctx, w)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, items...)
+	}
+	return all, nil
+}
+
 // findWorkspace returns the workspace that holds connection conn when
 // --workspace was not given: the only one that has a connection by that name.
 func findWorkspace(ctx context.Context, c *client.Client, ws, conn string) (string, error) {
@@ -478,24 +497,18 @@ export TOKENHUB_APP_KEY=$(tokenhub app create --workspace acme --quiet worker)`,
 					if err != nil {
 						return err
 					}
-					names, err := workspaceNames(ctx, c, ws)
+					apps, err := fromWorkspaces(ctx, c, ws, c.Apps)
 					if err != nil {
 						return err
 					}
 					tw := newTable(e)
 					fmt.Fprintln(tw, "WORKSPACE\tAPP\tCONNECTIONS\tCREATED")
-					for _, w := range names {
-						apps, err := c.Apps(ctx, w)
-						if err != nil {
-							return err
+					for _, a := range apps {
+						conns := "(all)"
+						if len(a.Connections) > 0 {
+							conns = strings.Join(a.Connections, ",")
 						}
-						for _, a := range apps {
-							conns := "(all)"
-							if len(a.Connections) > 0 {
-								conns = strings.Join(a.Connections, ",")
-							}
-							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", w, a.Name, conns, a.CreatedAt.Local().Format(time.DateTime))
-						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.Workspace, a.Name, conns, a.CreatedAt.Local().Format(time.DateTime))
 					}
 					return tw.Flush()
 				}
@@ -646,17 +659,9 @@ last error.`,
 				if err != nil {
 					return err
 				}
-				names, err := workspaceNames(ctx, c, ws)
+				all, err := fromWorkspaces(ctx, c, ws, c.Connections)
 				if err != nil {
 					return err
-				}
-				var all []*client.ConnectionView
-				for _, w := range names {
-					conns, err := c.Connections(ctx, w)
-					if err != nil {
-						return err
-					}
-					all = append(all, conns...)
 				}
 				if len(all) == 0 {
 					fmt.Fprintln(e.Stdout, "no connections")

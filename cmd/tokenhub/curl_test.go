@@ -19,24 +19,8 @@ import (
 	"github.com/tokenhub/tokenhub/client"
 	main "github.com/tokenhub/tokenhub/cmd/tokenhub"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/logtest"
 )
-
-// runIn is run with stdin.
-func runIn(t *testing.T, env map[string]string, stdin string, args ...string) result {
-	t.Helper()
-	var out, errb syncBuffer
-	e := &main.Env{
-		Stdin:  strings.NewReader(stdin),
-		Stdout: &out,
-		Stderr: &errb,
-		LookupEnv: func(k string) (string, bool) {
-			v, ok := env[k]
-			return v, ok
-		},
-	}
-	code := main.Run(context.Background(), e, args)
-	return result{Stdout: out.String(), Stderr: errb.String(), Code: code}
-}
 
 // noSecrets fails the test when a run's output holds any of the secrets.
 func noSecrets(t *testing.T, what string, r result, secrets ...string) {
@@ -59,21 +43,7 @@ func TestCurlDemoRows(t *testing.T) {
 	s := startServer(t, "")
 	ctx := context.Background()
 	admin := s.admin()
-	if _, err := admin.CreateWorkspace(ctx, "acme"); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := admin.PutProvider(ctx, demo.Provider()); err != nil {
-		t.Fatal(err)
-	}
-	cfg := demo.ConnectionConfig(provURL)
-	if _, _, err := admin.PutConnection(ctx, "acme", "baserow", &cfg); err != nil {
-		t.Fatal(err)
-	}
-	app, err := admin.CreateApp(ctx, "acme", "page", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, admin, "acme", "baserow", tokenhub.StateHealthy)
+	app := demoApp(t, admin, provURL, "page")
 	env := map[string]string{"TOKENHUB_URL": s.URL(), "TOKENHUB_APP_KEY": app.Key}
 	const rows = "/api/database/rows/table/1/?user_field_names=true"
 
@@ -526,7 +496,7 @@ func TestCurlStreams(t *testing.T) {
 	t.Cleanup(let) // runs before hs.Close, which waits for the handler
 	env := startProxied(t, "stream", hs.URL)
 
-	var out, errb syncBuffer
+	var out, errb logtest.Buffer
 	e := &main.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
 		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
 	done := make(chan int, 1)

@@ -16,6 +16,7 @@ import (
 	"github.com/tokenhub/tokenhub/client"
 	main "github.com/tokenhub/tokenhub/cmd/tokenhub"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/logtest"
 	"github.com/tokenhub/tokenhub/internal/seal"
 	"github.com/tokenhub/tokenhub/sqlite"
 )
@@ -53,7 +54,7 @@ func readRowsAt(t *testing.T, u, name, value string) (int, []map[string]any) {
 // token from the token API reads the demo's rows, through the client package
 // and through the CLI's `token --header`.
 func TestDemo(t *testing.T) {
-	var out syncBuffer
+	var out logtest.Buffer
 	d := &main.Demo{Addr: "127.0.0.1:0", Stdout: &out, Logger: quiet()}
 	if err := d.Run(context.Background()); err != nil {
 		t.Fatalf("Demo.Run: %v", err)
@@ -123,21 +124,7 @@ func TestRestartKeepsTokens(t *testing.T) {
 	s := startServer(t, "")
 	ctx := context.Background()
 	admin := s.admin()
-	if _, err := admin.CreateWorkspace(ctx, "acme"); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := admin.PutProvider(ctx, demo.Provider()); err != nil {
-		t.Fatal(err)
-	}
-	cfg := demo.ConnectionConfig(provURL)
-	if _, _, err := admin.PutConnection(ctx, "acme", "baserow", &cfg); err != nil {
-		t.Fatal(err)
-	}
-	app, err := admin.CreateApp(ctx, "acme", "reader", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, admin, "acme", "baserow", tokenhub.StateHealthy)
+	app := demoApp(t, admin, provURL, "reader")
 	before, err := client.New(s.URL(), app.Key).Token(ctx, "baserow")
 	if err != nil {
 		t.Fatalf("Token: %v", err)
@@ -178,15 +165,7 @@ func TestClientCommands(t *testing.T) {
 	if r := run(t, env, "workspace", "create", "acme"); r.Code != 1 || !strings.Contains(r.Stderr, "(conflict)") {
 		t.Errorf("workspace create twice: %d, stderr %q; want 1 and a conflict", r.Code, r.Stderr)
 	}
-	ctx := context.Background()
-	if _, _, err := s.admin().PutProvider(ctx, demo.Provider()); err != nil {
-		t.Fatal(err)
-	}
-	cfg := demo.ConnectionConfig(provURL)
-	if _, _, err := s.admin().PutConnection(ctx, "acme", "baserow", &cfg); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, s.admin(), "acme", "baserow", tokenhub.StateHealthy)
+	putDemoConnection(t, s.admin(), "acme", provURL)
 
 	r := run(t, env, "app", "create", "--workspace", "acme", "--connections", "baserow", "--quiet", "page")
 	key := strings.TrimSpace(r.Stdout)
@@ -259,14 +238,7 @@ func TestKeyRotate(t *testing.T) {
 	if _, err := s.admin().CreateWorkspace(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.admin().PutProvider(ctx, demo.Provider()); err != nil {
-		t.Fatal(err)
-	}
-	cfg := demo.ConnectionConfig(provURL)
-	if _, _, err := s.admin().PutConnection(ctx, "acme", "baserow", &cfg); err != nil {
-		t.Fatal(err)
-	}
-	before := waitState(t, s.admin(), "acme", "baserow", tokenhub.StateHealthy)
+	before := putDemoConnection(t, s.admin(), "acme", provURL)
 	args := []string{"key", "rotate", "--store", s.Config.Store, "--key-file", s.Config.KeyFile}
 
 	// While the server runs, the store's lock refuses, and the key file is
@@ -335,14 +307,7 @@ func TestIsolationAndBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := admin.PutProvider(ctx, demo.Provider()); err != nil {
-		t.Fatal(err)
-	}
-	cfg := demo.ConnectionConfig(provURL)
-	if _, _, err := admin.PutConnection(ctx, "a", "baserow", &cfg); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, admin, "a", "baserow", tokenhub.StateHealthy)
+	putDemoConnection(t, admin, "a", provURL)
 	appA, err := admin.CreateApp(ctx, "a", "app", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,14 +1,12 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,32 +14,14 @@ import (
 	"github.com/tokenhub/tokenhub/client"
 	main "github.com/tokenhub/tokenhub/cmd/tokenhub"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/logtest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger
-// and reads of a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // server is a real tokenhub server on 127.0.0.1:0 with its files in Dir.
 type server struct {
 	*main.Main
 	Dir string
-	Log *syncBuffer
+	Log *logtest.Buffer
 }
 
 // startServer runs the real server with a store in dir (a new temporary
@@ -51,7 +31,7 @@ func startServer(t *testing.T, dir string) *server {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	m := main.NewMain()
 	m.Config.Addr = "127.0.0.1:0"
 	m.Config.Store = "sqlite:" + filepath.Join(dir, "tokenhub.db")
@@ -103,9 +83,15 @@ type result struct {
 // environment.
 func run(t *testing.T, env map[string]string, args ...string) result {
 	t.Helper()
-	var out, errb syncBuffer
+	return runIn(t, env, "", args...)
+}
+
+// runIn is run with stdin.
+func runIn(t *testing.T, env map[string]string, stdin string, args ...string) result {
+	t.Helper()
+	var out, errb logtest.Buffer
 	e := &main.Env{
-		Stdin:  strings.NewReader(""),
+		Stdin:  strings.NewReader(stdin),
 		Stdout: &out,
 		Stderr: &errb,
 		LookupEnv: func(k string) (string, bool) {
@@ -124,6 +110,39 @@ func startDemoProvider(t *testing.T, o demo.Options) (*demo.Server, string) {
 	hs := httptest.NewServer(d)
 	t.Cleanup(hs.Close)
 	return d, hs.URL
+}
+
+// putDemoConnection adds the demo provider and a connection "baserow" in
+// workspace ws, which must exist, to the demo provider at provURL, and waits
+// until the connection holds its first token.
+func putDemoConnection(t *testing.T, admin *client.Client, ws, provURL string) *client.ConnectionView {
+	t.Helper()
+	ctx := context.Background()
+	if _, _, err := admin.PutProvider(ctx, demo.Provider()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := demo.ConnectionConfig(provURL)
+	if _, _, err := admin.PutConnection(ctx, ws, "baserow", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return waitState(t, admin, ws, "baserow", tokenhub.StateHealthy)
+}
+
+// demoApp creates workspace acme with a healthy connection "baserow" to the
+// demo provider at provURL (see putDemoConnection) and an app called name
+// that may read every connection of acme, and returns the app's key.
+func demoApp(t *testing.T, admin *client.Client, provURL, name string) *client.AppKey {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := admin.CreateWorkspace(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	putDemoConnection(t, admin, "acme", provURL)
+	app, err := admin.CreateApp(ctx, "acme", name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app
 }
 
 // waitState polls the connection until its state is one of want, and fails

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/client"
 	main "github.com/tokenhub/tokenhub/cmd/tokenhub"
+	"github.com/tokenhub/tokenhub/internal/logtest"
 	"github.com/tokenhub/tokenhub/internal/seal"
 )
 
@@ -163,8 +164,8 @@ func TestServeCommandStopsOnSignal(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
-	e := &main.Env{Stdout: &syncBuffer{}, Stderr: &stderr, LookupEnv: func(string) (string, bool) { return "", false }}
+	var stderr logtest.Buffer
+	e := &main.Env{Stdout: &logtest.Buffer{}, Stderr: &stderr, LookupEnv: func(string) (string, bool) { return "", false }}
 	var wg sync.WaitGroup
 	var code int
 	wg.Add(1)

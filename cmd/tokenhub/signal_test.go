@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenhub/tokenhub"
 	"github.com/tokenhub/tokenhub/client"
 	"github.com/tokenhub/tokenhub/demo"
+	"github.com/tokenhub/tokenhub/internal/logtest"
 	"github.com/tokenhub/tokenhub/internal/seal"
 	"github.com/tokenhub/tokenhub/sqlite"
 )
@@ -42,7 +42,7 @@ type child struct {
 	dir    string
 	url    string
 	lines  chan map[string]any // the JSON log lines, as they come
-	log    *syncBuffer
+	log    *logtest.Buffer
 	exited chan struct{}
 	err    error
 }
@@ -66,7 +66,7 @@ func startChild(t *testing.T, bin string, extra ...string) *child {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	c := &child{cmd: cmd, dir: dir, lines: make(chan map[string]any, 1000), log: &syncBuffer{}, exited: make(chan struct{})}
+	c := &child{cmd: cmd, dir: dir, lines: make(chan map[string]any, 1000), log: &logtest.Buffer{}, exited: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -140,21 +140,7 @@ func TestServeGracefulShutdownOnSignal(t *testing.T) {
 			c := startChild(t, bin, "--shutdown-timeout", "2s")
 			ctx := context.Background()
 			admin := c.admin(t)
-			if _, err := admin.CreateWorkspace(ctx, "acme"); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := admin.PutProvider(ctx, demo.Provider()); err != nil {
-				t.Fatal(err)
-			}
-			cfg := demo.ConnectionConfig(provURL)
-			if _, _, err := admin.PutConnection(ctx, "acme", "baserow", &cfg); err != nil {
-				t.Fatal(err)
-			}
-			app, err := admin.CreateApp(ctx, "acme", "page", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitState(t, admin, "acme", "baserow", tokenhub.StateHealthy)
+			app := demoApp(t, admin, provURL, "page")
 
 			// A forced refresh that the provider leaves hanging, and a
 			// request waiting on it.
