@@ -233,12 +233,16 @@ func ttlText(d time.Duration) string {
 }
 
 // cliName is how the welcome text calls this program: "tokenhub" when that
-// is what the PATH finds, else the executable's path (under `go run`, a
-// temporary file that lives as long as the demo does).
+// is what the PATH finds, "go run ./cmd/tokenhub" under `go run` (the
+// README's quickstart runs the demo that way, from the repository's root),
+// else the executable's path.
 func cliName() string {
 	exe, err := os.Executable()
 	if err != nil {
 		return "tokenhub"
+	}
+	if strings.Contains(filepath.ToSlash(exe), "/go-build") {
+		return "go run ./cmd/tokenhub"
 	}
 	if p, err := exec.LookPath("tokenhub"); err == nil {
 		if a, _ := filepath.EvalSymlinks(p); a != "" {
