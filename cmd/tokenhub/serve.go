@@ -416,15 +416,25 @@ func (m *Main) loadKeys() ([][]byte, error) {
 	return keys, nil
 }
 
+// minAdminKeyLen is the shortest admin key serve accepts. The admin key
+// manages everything, so a guessable one is refused rather than trusted.
+const minAdminKeyLen = 24
+
 // loadAdminKey returns the admin key: TOKENHUB_ADMIN_KEY, or the admin key
 // file, which is created with a new key on the first start.
 func (m *Main) loadAdminKey() (string, error) {
 	if m.Config.AdminKey != "" {
+		if len(m.Config.AdminKey) < minAdminKeyLen {
+			return "", fmt.Errorf("TOKENHUB_ADMIN_KEY: too short (%d characters); use at least %d random characters, such as a key tokenhub generates on a first start without it", len(m.Config.AdminKey), minAdminKeyLen)
+		}
 		return m.Config.AdminKey, nil
 	}
 	path := m.Config.AdminKeyFile
 	key, err := readKeyFile(path)
 	if err == nil {
+		if len(key) < minAdminKeyLen {
+			return "", fmt.Errorf("--admin-key-file: the key in %s is too short (%d characters); use at least %d random characters, or delete the file to have a new key generated", path, len(key), minAdminKeyLen)
+		}
 		return key, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("--admin-key-file: %w", err)

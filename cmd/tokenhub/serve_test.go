@@ -321,3 +321,27 @@ func TestJSONLogsWriteDurationsAsText(t *testing.T) {
 		t.Fatalf("log line %s, want \"wait\":\"1m30s\"", buf.String())
 	}
 }
+
+// TestServeRefusesShortAdminKey checks that a guessable admin key is refused
+// without being echoed.
+func TestServeRefusesShortAdminKey(t *testing.T) {
+	dir := t.TempDir()
+	key, err := seal.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := main.NewMain()
+	m.Config.Addr = "127.0.0.1:0"
+	m.Config.Store = "sqlite:" + filepath.Join(dir, "db")
+	m.Config.Key = base64.StdEncoding.EncodeToString(key)
+	m.Config.AdminKey = "hunter2"
+	m.Logger = quiet()
+	err = m.Run(context.Background())
+	if err == nil {
+		m.Close()
+		t.Fatal("Run accepted a 7-character admin key")
+	}
+	if !strings.Contains(err.Error(), "TOKENHUB_ADMIN_KEY") || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %q: want it to name TOKENHUB_ADMIN_KEY and not echo the key", err)
+	}
+}
