@@ -25,7 +25,8 @@ func (e *entry) run(ctx context.Context, force bool) (*Current, error) {
 
 	// Size the lease from the provider's own timeout when it can be read.
 	timeout := tokenhub.DefaultTimeout
-	if p, err := catalog.Resolve(ctx, b.store, provider); err == nil {
+	p, perr := catalog.Resolve(ctx, b.store, provider)
+	if perr == nil {
 		timeout = p.Policy().Timeout
 	}
 	now := b.clock.Now()
@@ -51,9 +52,11 @@ func (e *entry) run(ctx context.Context, force bool) (*Current, error) {
 		event(tokenhub.EventInterrupted, "a refresh started at %s by %s did not finish; taking it over", prev.Since.UTC().Format(time.RFC3339), prev.Owner)
 	}
 
-	p, err := catalog.Resolve(ctx, b.store, conn.Config.Provider)
-	if err != nil {
-		return nil, e.fail(ctx, conn, now, nil, events, fmt.Errorf("provider %q: %w", conn.Config.Provider, err), true)
+	// Resolve again only if the config changed provider since we looked.
+	if perr != nil || conn.Config.Provider != provider {
+		if p, perr = catalog.Resolve(ctx, b.store, conn.Config.Provider); perr != nil {
+			return nil, e.fail(ctx, conn, now, nil, events, fmt.Errorf("provider %q: %w", conn.Config.Provider, perr), true)
+		}
 	}
 	pol := p.Policy()
 
